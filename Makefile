@@ -1,0 +1,52 @@
+# The README's two commands: `make serve` and `make test`. Everything else is a step of theirs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WHEELS := .cache/wheels
+STAMP := $(VENV)/.installed
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+TORCH := torch==2.13.0
+PROFILE ?= cpu
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install models serve test lint fmt clean
+
+$(STAMP): requirements.txt pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch first and alone: the CPU build. A later dependency on torch is then already met.
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if '+cpu' in v or not torch.cuda.is_available() else 'expected the CPU build of torch, got ' + v)"
+	# llama-cpp-python compiles llama.cpp (minutes): build once, keep the wheel under $(WHEELS).
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps -w $(WHEELS) $(LLAMA_CPP_PYTHON)
+	$(BIN)/pip install -q --find-links $(WHEELS) -r requirements.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: install
+	$(BIN)/python -m server install-models --profile $(PROFILE)
+
+serve: models
+	$(BIN)/python -m server serve --profile $(PROFILE)
+
+test: install
+	$(BIN)/python -m server install-models --profile test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) data/test

@@ -1,0 +1,195 @@
+"""Hearth settings: frozen dataclasses filled from defaults < profile TOML < ``HEARTH_*`` variables.
+
+A profile is a TOML file in this folder (``cpu.toml``, ``test.toml``, ``gpu.toml``) or any path.
+Every field has an environment variable: fields of ``[server]`` are ``HEARTH_<FIELD>`` (so
+``HEARTH_HOST``, ``HEARTH_PORT``), fields of any other section are ``HEARTH_<SECTION>_<FIELD>``
+(``HEARTH_LLM_N_THREADS``). ``HEARTH_DATA_DIR`` and ``HEARTH_PROFILE`` pick the data directory and
+the profile. A bad value raises :class:`ConfigError` naming the field, before anything loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or has a value of the wrong type or range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Refuse every non-loopback socket connection from inside the process.
+    airgap: bool = True
+    # Seconds a client is told to wait when Hearth is overloaded (Retry-After).
+    retry_after_s: int = 2
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    model: str = "gemma-3-270m-q4km"
+    backend: str = "llamacpp"
+    n_threads: int = 2
+    # Sequences decoded together in one batch; further requests wait in the queue.
+    max_running: int = 8
+    # Requests allowed to wait; past this, 503 with Retry-After.
+    max_waiting: int = 64
+    # Longest prompt + completion one request may use (tokens); at most the card's context.
+    max_model_len: int = 8192
+    # KV cells shared by all running sequences.
+    kv_cells: int = 32768
+    # Tokens per llama_decode call (decode tokens first, then prompt chunks).
+    batch_tokens: int = 512
+    max_n: int = 8
+    # max_tokens when a chat request gives none (completions default to 16, as OpenAI's do).
+    default_max_tokens: int = 1024
+    # Reuse the KV of a finished sequence whose tokens prefix a new prompt.
+    prefix_cache: bool = True
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model: str = "all-minilm-l6-v2"
+    n_threads: int = 2
+    batch_size: int = 32
+    max_inputs: int = 2048
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str = "cpu"
+    data_dir: Path = Path("data")
+    server: ServerSettings = field(default_factory=ServerSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
+    model_dir: Path | None = None
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+    for f in dataclasses.fields(Settings)
+    if f.name not in ("profile", "data_dir", "model_dir")
+}
+
+
+def profile_path(profile: str) -> Path:
+    """A profile name (``cpu``) resolves to this folder's TOML; anything with a slash is a path."""
+    path = Path(profile) if ("/" in profile or profile.endswith(".toml")) else None
+    path = path or PROFILES_DIR / f"{profile}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+        raise ConfigError(f"profile {profile!r}: no file {path}; known profiles: {known}")
+    return path
+
+
+def load_settings(
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    data_dir: str | Path | None = None,
+) -> Settings:
+    """Build settings: defaults < profile < environment < explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    profile = profile or env.get("HEARTH_PROFILE") or "cpu"
+    raw = tomllib.loads(profile_path(profile).read_text())
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"profile {profile!r}: unknown section(s) {sorted(unknown)}")
+    sections: dict[str, object] = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(raw.get(name, {}))
+        values.update(_from_env(name, cls, env))
+        values.update((overrides or {}).get(name, {}))
+        sections[name] = _build(name, cls, values)
+    root = Path(data_dir or env.get("HEARTH_DATA_DIR") or "data")
+    models = env.get("HEARTH_MODELS_DIR")
+    return Settings(
+        profile=profile,
+        data_dir=root,
+        model_dir=Path(models) if models else None,
+        **sections,  # type: ignore[arg-type]
+    )
+
+
+def env_name(section: str, field_name: str) -> str:
+    prefix = "HEARTH_" if section == "server" else f"HEARTH_{section.upper()}_"
+    return prefix + field_name.upper()
+
+
+def _from_env(section: str, cls: type, env: Mapping[str, str]) -> dict[str, str]:
+    found = {}
+    for f in dataclasses.fields(cls):
+        name = env_name(section, f.name)
+        if name in env:
+            found[f.name] = env[name]
+    return found
+
+
+def _build(section: str, cls: type, values: dict[str, object]):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"[{section}] unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
+    built = cls(**kwargs)
+    _check_ranges(section, built)
+    return built
+
+
+def _coerce(name: str, kind: object, value: object) -> object:
+    if isinstance(kind, types.UnionType):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(str(value).replace("_", ""))
+        if kind is float:
+            return float(value)  # type: ignore[arg-type]
+        if kind is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+        if kind is Path:
+            return Path(str(value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from None  # type: ignore[union-attr]
+    return value
+
+
+def _check_ranges(section: str, built: object) -> None:
+    for f in dataclasses.fields(built):  # type: ignore[arg-type]
+        value = getattr(built, f.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            low = 0 if f.name in ("port",) else 1
+            if f.name in ("port",) and not 0 <= value <= 65535:
+                raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
+            if value < low:
+                raise ConfigError(f"setting {section}.{f.name}: {value} must be >= {low}")

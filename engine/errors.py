@@ -1,0 +1,81 @@
+"""The one error hierarchy. The server maps each class to an HTTP status and an OpenAI error body."""
+
+from __future__ import annotations
+
+
+class HearthError(Exception):
+    """Base class. ``param`` names the request field at fault; ``code`` is a stable machine tag."""
+
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequestError(HearthError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    def __init__(self, message: str, *, param: str | None = "messages"):
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class AuthenticationError(HearthError):
+    status = 401
+    type = "authentication_error"
+
+
+class PermissionDeniedError(HearthError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFoundError(HearthError):
+    status = 404
+    type = "not_found_error"
+
+
+class PayloadTooLargeError(HearthError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class UnprocessableError(HearthError):
+    """The request is well-formed but cannot be served, e.g. a JSON Schema too complex to compile."""
+
+    status = 422
+    type = "invalid_request_error"
+
+
+class RetryableError(HearthError):
+    """Errors that carry a Retry-After (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class TooManyRequestsError(RetryableError):
+    status = 429
+    type = "rate_limit_error"
+
+
+class OverloadedError(RetryableError):
+    status = 503
+    type = "overloaded_error"
+
+
+class NotReadyError(RetryableError):
+    status = 503
+    type = "not_ready_error"
+
+
+class BackendError(HearthError):
+    status = 500
+    type = "server_error"

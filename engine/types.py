@@ -1,0 +1,181 @@
+"""Typed messages that cross the engine's boundaries (server → engine → backend and back)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"  # EOS, a stop token or a stop string
+    LENGTH = "length"  # max_tokens or the context limit
+    ABORT = "abort"  # cancelled (client went away); never shown to a client
+    TOOL_CALLS = "tool_calls"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling knobs; defaults are OpenAI's. ``temperature == 0`` means greedy."""
+
+    max_tokens: int = 16
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    # None = no logprobs; k >= 0 = the sampled token's logprob plus the k most likely.
+    logprobs: int | None = None
+    # Completions' echo+logprobs: logprobs of the prompt tokens too.
+    prompt_logprobs: bool = False
+
+
+class TokenConstraint(Protocol):
+    """A grammar constraint on one sequence (implemented in ``engine.grammar``).
+
+    The backend calls ``mask_logits`` before sampling each token and ``advance`` after; both are
+    called from the backend's thread. ``prepare`` may run in another thread while the backend
+    decodes, so the mask for the next token is ready when the logits are.
+    """
+
+    def prepare(self) -> None: ...
+
+    def mask_logits(self, logits: np.ndarray) -> None: ...
+
+    def advance(self, token_id: int) -> None: ...
+
+    def is_complete(self) -> bool: ...
+
+
+@dataclass
+class BackendRequest:
+    """One sequence for the backend: token ids in, token ids out."""
+
+    request_id: str
+    prompt_tokens: list[int]
+    params: SamplingParams
+    # Token ids that end the sequence (EOS, end-of-turn), unless ignore_eos.
+    eos_token_ids: frozenset[int] = frozenset()
+    constraint: TokenConstraint | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    """One sampled token of one sequence, as the backend reports it."""
+
+    request_id: str
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """Logprob of each prompt token given the tokens before it (None for the first)."""
+
+    request_id: str
+    logprobs: tuple[float | None, ...]
+    top_logprobs: tuple[tuple[TopLogprob, ...], ...]
+
+
+@dataclass(frozen=True)
+class SequenceFinished:
+    """The backend dropped a sequence without a token (aborted, or failed)."""
+
+    request_id: str
+    finish_reason: FinishReason
+    error: str | None = None
+
+
+BackendOutput = TokenOutput | PromptLogprobs | SequenceFinished
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    running: int
+    waiting: int
+    kv_cells_used: int
+    kv_cells_total: int
+    steps: int
+    prefix_hit_tokens: int = 0
+
+
+# ---- engine → caller -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogprobEntry:
+    token: str
+    token_id: int
+    bytes: bytes
+    logprob: float | None
+    top: tuple[tuple[str, int, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """New output of one choice. ``text`` may be empty (held back while it could start a stop)."""
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[LogprobEntry, ...] | None = None
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    """Last event of a generation."""
+
+    usage: Usage
+    prompt_logprobs: tuple[LogprobEntry, ...] | None = None
+    prompt_text: str = ""
+    ttft_s: float | None = None
+    duration_s: float = 0.0
+
+
+GenerationEvent = ChoiceDelta | GenerationDone
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What the engine needs for one generation: a prompt (text, tokens or chat) and parameters."""
+
+    request_id: str
+    model: str
+    params: SamplingParams
+    prompt: str | None = None
+    prompt_tokens: Sequence[int] | None = None
+    messages: Sequence[object] | None = None  # models.chat_templates.ChatMessage
+    n: int = 1
+    # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
+    response_format: object | None = None
+    add_special_tokens: bool = True

