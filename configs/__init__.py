@@ -68,12 +68,55 @@ class EmbeddingSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    # The one DuckDB file, relative to the data directory (an absolute path is kept as is).
+    db_file: str = "hearth.duckdb"
+    # DuckDB worker threads.
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    # A collection switches from exact inner product to HNSW past this many chunks.
+    hnsw_threshold: int = 50_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    # Reciprocal rank fusion constant of hybrid mode.
+    rrf_k: int = 60
+    default_top_k: int = 5
+    max_top_k: int = 100
+    # "auto" uses faiss-gpu when a GPU is visible, "cpu" never does.
+    device: str = "auto"
+    # RAG: best cosine similarity below which Hearth refuses instead of answering.
+    min_score: float = 0.35
+    # RAG: token budget of the numbered context blocks and of the replayed conversation.
+    context_tokens: int = 1024
+    history_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    # Word pieces per chunk, special tokens included; never above the embedder's maximum (256).
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_pdf_pages: int = 500
+    pdf_timeout_s: float = 60.0
+    embed_batch: int = 32
+    max_documents: int = 10_000
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
     server: ServerSettings = field(default_factory=ServerSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
 
