@@ -1,0 +1,167 @@
+"""One document in: extract -> deduplicate -> chunk -> embed -> one DuckDB transaction -> indexes.
+
+Crash safety: the document row is ``processing`` until a single transaction stores its chunks
+and vectors and marks it ``ready``. A kill at any point leaves it either ready (complete) or
+without chunks; at start-up such rows become ``failed`` and uploading the document again
+re-ingests it. Indexes are updated after the commit and saved after each job; a stale saved index
+is rebuilt from DuckDB at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.errors import HearthError
+from engine.ingest.chunker import Chunker
+from engine.ingest.extract import TEXT, Extracted, Limits, extract
+from engine.retrieval import Retriever
+from engine.storage import Collection, Database, Document
+from engine.storage.corpus import FAILED, PROCESSING, READY, index_text
+
+log = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DocumentInput:
+    """An uploaded file (``data``) or a JSON document (``text``)."""
+
+    data: bytes | None = None
+    text: str | None = None
+    filename: str | None = None
+    client_id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        raw = self.data if self.data is not None else (self.text or "").encode()
+        return hashlib.sha256(raw).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else len((self.text or "").encode())
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What happened to one input: ``created``, ``replaced``, ``unchanged`` or ``failed``."""
+
+    index: int
+    outcome: str
+    document_id: str | None
+    chunks: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Ingestor:
+    def __init__(
+        self,
+        db: Database,
+        retriever: Retriever,
+        chunker_for: Callable[[Collection], Chunker],
+        embed: EmbedFn,
+        limits: Limits,
+        embed_batch: int = 32,
+    ) -> None:
+        self.db = db
+        self.retriever = retriever
+        self.chunker_for = chunker_for
+        self.embed = embed
+        self.limits = limits
+        self.embed_batch = embed_batch
+
+    async def ingest(
+        self, collection: Collection, item: DocumentInput, index: int, job_id: str | None
+    ) -> ItemResult:
+        """Ingest one input; failures are caught and returned (the document row says why)."""
+        existing = await asyncio.to_thread(self._existing, collection, item)
+        if existing is not None and existing.status == READY:
+            if existing.content_hash == item.content_hash:
+                return ItemResult(index, "unchanged", existing.public_id, existing.n_chunks)
+        outcome = "created"
+        if existing is not None:
+            await asyncio.to_thread(self.delete, existing)
+            outcome = "replaced"
+        doc = await asyncio.to_thread(self._new_row, collection, item, job_id)
+        try:
+            chunks = await self._process(collection, doc, item)
+        except Exception as exc:
+            message = (
+                exc.message if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
+            )
+            if not isinstance(exc, HearthError):
+                log.exception("document %s failed", doc.id)
+            await asyncio.to_thread(self.db.corpus.set_status, doc.id, FAILED, message)
+            return ItemResult(index, "failed", doc.public_id, error=message)
+        return ItemResult(index, outcome, doc.public_id, chunks)
+
+    def _existing(self, collection: Collection, item: DocumentInput) -> Document | None:
+        if item.client_id:
+            return self.db.corpus.find_document(collection, item.client_id)
+        return self.db.corpus.find_by_hash(collection, item.content_hash)
+
+    def _new_row(self, collection: Collection, item: DocumentInput, job_id: str | None) -> Document:
+        return self.db.corpus.add_document(
+            collection,
+            client_id=item.client_id,
+            title=item.title or item.filename,
+            content_hash=item.content_hash,
+            metadata=item.metadata,
+            source_type="json" if item.data is None else "file",
+            n_bytes=item.size,
+            job_id=job_id,
+        )
+
+    async def _process(self, collection: Collection, doc: Document, item: DocumentInput) -> int:
+        await asyncio.to_thread(self.db.corpus.set_status, doc.id, PROCESSING)
+        extracted = await asyncio.to_thread(self._extract, item)
+        chunker = self.chunker_for(collection)
+        plan = await asyncio.to_thread(chunker.chunk, extracted.pages, doc.title)
+        texts = [index_text(plan.title_prefix, c.text) for c in plan.chunks]
+        vectors = await self._embed(texts)
+        n_pages = len(extracted.pages) if extracted.source_type == "pdf" else None
+        await asyncio.to_thread(self._commit, doc, plan.chunks, vectors, n_pages)
+        self.db.usage.record(
+            doc.tenant_id,
+            "ingest",
+            prompt_tokens=sum(c.n_tokens for c in plan.chunks),
+            items=len(plan.chunks),
+        )
+        return len(plan.chunks)
+
+    def _extract(self, item: DocumentInput) -> Extracted:
+        if item.data is not None:
+            return extract(item.data, self.limits, item.filename)
+        return Extracted(TEXT, [item.text or ""])
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        parts = [
+            await self.embed(texts[i : i + self.embed_batch])
+            for i in range(0, len(texts), self.embed_batch)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.retriever.dim), np.float32)
+
+    def _commit(
+        self, doc: Document, chunks: list, vectors: np.ndarray, n_pages: int | None
+    ) -> None:
+        with self.retriever.writing():
+            ids = self.db.corpus.complete_document(doc, chunks, vectors, n_pages)
+            self.retriever.added(doc.collection_id, ids, vectors)
+
+    def delete(self, doc: Document) -> None:
+        """Remove a document from DuckDB and from the in-memory indexes, together."""
+        with self.retriever.writing():
+            ids = self.db.corpus.delete_document(doc)
+            self.retriever.removed(doc.collection_id, ids)

@@ -1,0 +1,89 @@
+"""Storage: one DuckDB file under the data directory, the source of truth of every tenant's data.
+
+``open_store(path)`` opens (one writer per file), applies the registered migrations and returns a
+:class:`Database` with one repository per concept. Other modules add tables with
+``register_migration("<module>", version, description, sql_or_function)`` before the store opens,
+or call ``database.store.migrate([...])`` afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.storage.chats import ChatMessage, ChatRepo, UsageRepo
+from engine.storage.corpus import Chunk, Collection, CorpusRepo, Document, NewChunk
+from engine.storage.db import (
+    MIGRATIONS,
+    Migration,
+    MigrationRegistry,
+    StorageError,
+    Store,
+    StoreLockedError,
+    register_migration,
+)
+from engine.storage.jobs import Job, JobRepo
+from engine.storage.schema import CORE_MIGRATIONS, DEFAULT_TENANT
+from engine.storage.tenants import ApiKey, Tenant, TenantRepo
+
+MIGRATIONS.register_all(CORE_MIGRATIONS)
+
+
+@dataclass
+class Database:
+    """The open store and its repositories; ``close()`` releases the file."""
+
+    store: Store
+    tenants: TenantRepo
+    corpus: CorpusRepo
+    jobs: JobRepo
+    chats: ChatRepo
+    usage: UsageRepo
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_store(
+    path: Path | str, *, threads: int = 2, registry: MigrationRegistry | None = None
+) -> Database:
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    Raises StoreLockedError when another process has it open.
+    """
+    store = Store(path, threads=threads)
+    try:
+        store.migrate(registry)
+    except BaseException:
+        store.close()
+        raise
+    return Database(
+        store=store,
+        tenants=TenantRepo(store),
+        corpus=CorpusRepo(store),
+        jobs=JobRepo(store),
+        chats=ChatRepo(store),
+        usage=UsageRepo(store),
+    )
+
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "MIGRATIONS",
+    "ApiKey",
+    "ChatMessage",
+    "Chunk",
+    "Collection",
+    "Database",
+    "Document",
+    "Job",
+    "Migration",
+    "MigrationRegistry",
+    "NewChunk",
+    "StorageError",
+    "Store",
+    "StoreLockedError",
+    "Tenant",
+    "open_store",
+    "register_migration",
+]

@@ -1,0 +1,131 @@
+"""Tenants and API keys. A key is shown once; only its SHA-256 is stored, and checked in constant
+time. A key reads ``hth_<prefix>_<secret>``: the prefix finds the row, the digest decides."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.errors import InvalidRequestError, NotFoundError
+from engine.storage.db import Store
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    tenant_id: str
+    prefix: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_name(name: object, param: str = "name") -> str:
+    """A tenant or collection name: 1-64 of ``[A-Za-z0-9_.-]``, starting alphanumeric."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidRequestError(
+            f"{param} must be 1-64 characters of letters, digits, '_', '.', '-' starting with a "
+            f"letter or digit; got {name!r}",
+            param=param,
+        )
+    return name
+
+
+class TenantRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(self, name: str) -> Tenant:
+        check_name(name)
+        if self.store.fetchone("SELECT 1 FROM tenants WHERE name = ?", [name]):
+            raise InvalidRequestError(f"tenant {name!r} already exists", param="name")
+        tenant_id = "ten_" + secrets.token_hex(8)
+        self.store.execute("INSERT INTO tenants (id, name) VALUES (?, ?)", [tenant_id, name])
+        return self.get(tenant_id)
+
+    def get(self, tenant_id: str) -> Tenant:
+        row = self.store.fetchone(
+            "SELECT id, name, created_at FROM tenants WHERE id = ? OR name = ?", [tenant_id] * 2
+        )
+        if row is None:
+            raise NotFoundError(f"tenant {tenant_id!r} not found", param="tenant")
+        return Tenant(*row)
+
+    def list(self) -> list[Tenant]:
+        rows = self.store.fetchall("SELECT id, name, created_at FROM tenants ORDER BY created_at")
+        return [Tenant(*r) for r in rows]
+
+    # ---- keys -----------------------------------------------------------------------------
+
+    def create_key(self, tenant: str, name: str | None = None) -> tuple[str, ApiKey]:
+        """A new key for ``tenant`` (id or name); returns (the key, shown only now, its record)."""
+        tenant_id = self.get(tenant).id
+        prefix = secrets.token_hex(6)
+        key = f"hth_{prefix}_{secrets.token_urlsafe(32)}"
+        key_id = "key_" + secrets.token_hex(8)
+        self.store.execute(
+            "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, name) VALUES (?, ?, ?, ?, ?)",
+            [key_id, tenant_id, prefix, _digest(key), name],
+        )
+        return key, self._key(key_id)
+
+    def _key(self, key_id: str) -> ApiKey:
+        row = self.store.fetchone(
+            "SELECT id, tenant_id, prefix, name, created_at, revoked_at FROM api_keys WHERE id = ?",
+            [key_id],
+        )
+        if row is None:
+            raise NotFoundError(f"api key {key_id!r} not found", param="key_id")
+        return ApiKey(*row)
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        sql = "SELECT id, tenant_id, prefix, name, created_at, revoked_at FROM api_keys"
+        params: list[str] = []
+        if tenant is not None:
+            sql += " WHERE tenant_id = ?"
+            params.append(self.get(tenant).id)
+        return [ApiKey(*r) for r in self.store.fetchall(sql + " ORDER BY created_at", params)]
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        self._key(key_id)
+        self.store.execute(
+            "UPDATE api_keys SET revoked_at = current_timestamp "
+            "WHERE id = ? AND revoked_at IS NULL",
+            [key_id],
+        )
+        return self._key(key_id)
+
+    def has_keys(self) -> bool:
+        """True once any unrevoked key exists (then every request needs one)."""
+        return self.store.fetchone("SELECT 1 FROM api_keys WHERE revoked_at IS NULL") is not None
+
+    def authenticate(self, key: str) -> str | None:
+        """The tenant id of a valid, unrevoked key; None otherwise. Constant-time on the digest."""
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != "hth":
+            _digest(key)  # same work on malformed input
+            return None
+        row = self.store.fetchone(
+            "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
+            [parts[1]],
+        )
+        expected = row[1] if row else "0" * 64
+        ok = hmac.compare_digest(_digest(key), expected)
+        return row[0] if (row and ok) else None
