@@ -25,6 +25,7 @@ from engine.retrieval import MODES, DenseParams, Hit, Retriever, gpu_available
 from engine.storage import (
     DEFAULT_TENANT,
     ApiKey,
+    ChatMessage,
     Collection,
     Database,
     Document,
@@ -40,6 +41,11 @@ __all__ = ["DocumentInput", "DocumentService", "RetrievedChunk"]
 
 class EmbedderLike(Protocol):
     tokenizer: object
+
+    async def session_messages(self, tenant: str, session_id: str) -> list[ChatMessage]:
+        """A chat session's stored turns, oldest first (404 for another tenant's session)."""
+        db, _ = self._ready()
+        return await asyncio.to_thread(db.chats.messages, tenant, session_id, 100)
 
     async def embed(self, texts: list[str]) -> np.ndarray: ...
 
@@ -429,6 +435,11 @@ class DocumentService:
             [int(chunk_id), tenant],
         )
         return row[0] if row else None
+
+    async def session_messages(self, tenant: str, session_id: str) -> list[ChatMessage]:
+        """A chat session's stored turns, oldest first (404 for another tenant's session)."""
+        db, _ = self._ready()
+        return await asyncio.to_thread(db.chats.messages, tenant, session_id, 100)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await self._embed(texts)

@@ -1,0 +1,81 @@
+"""Admin API (``Authorization: Bearer $HEARTH_ADMIN_KEY``, checked by ``server.auth``): tenants and
+their API keys. A key is returned once, at creation; only its hash is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Router, get, post
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from engine.storage import ApiKey, Tenant
+from server.routes.documents import decode_body, service
+
+
+class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+
+
+def tenant_out(t: Tenant) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "object": "tenant",
+        "name": t.name,
+        "created_at": int(t.created_at.timestamp()),
+    }
+
+
+def key_out(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "object": "api_key",
+        "tenant_id": k.tenant_id,
+        "name": k.name,
+        "prefix": f"hth_{k.prefix}_",
+        "created_at": int(k.created_at.timestamp()),
+        "revoked": k.revoked_at is not None,
+    }
+
+
+@post("/v1/admin/tenants", status_code=HTTP_201_CREATED)
+async def create_tenant(request: Request) -> dict[str, Any]:
+    body = decode_body(await request.body(), TenantCreate)
+    return tenant_out(await service(request).create_tenant(body.name))
+
+
+@get("/v1/admin/tenants")
+async def list_tenants(request: Request) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [tenant_out(t) for t in await service(request).list_tenants()],
+    }
+
+
+@post("/v1/admin/tenants/{tenant:str}/keys", status_code=HTTP_201_CREATED)
+async def create_key(request: Request, tenant: str) -> dict[str, Any]:
+    body = decode_body(await request.body() or b"{}", KeyCreate)
+    key, record = await service(request).create_key(tenant, body.name)
+    return key_out(record) | {"key": key}
+
+
+@get("/v1/admin/tenants/{tenant:str}/keys")
+async def list_keys(request: Request, tenant: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [key_out(k) for k in await service(request).list_keys(tenant)],
+    }
+
+
+@post("/v1/admin/keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
+async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
+    return key_out(await service(request).revoke_key(key_id))
+
+
+HANDLERS = [create_tenant, list_tenants, create_key, list_keys, revoke_key]
+
+router = Router(path="/", route_handlers=HANDLERS)

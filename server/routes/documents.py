@@ -1,0 +1,367 @@
+"""Collections, documents, ingestion jobs (with an SSE progress stream) and ``/v1/retrieve``.
+
+Handlers are thin: parse the wire struct, call one ``DocumentService`` method with the tenant the
+auth middleware resolved, convert the result. Any id of another tenant answers 404.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Router, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+
+from engine.documents import DocumentInput, DocumentService, RetrievedChunk
+from engine.errors import InvalidRequestError
+from engine.storage import Collection, Document, Job
+from server.auth import documents_of, tenant_of
+
+T = TypeVar("T")
+
+
+# ---- wire structs ---------------------------------------------------------------------------
+
+
+class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    chunk_tokens: int | None = None
+    chunk_overlap: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class DocumentsBody(msgspec.Struct, forbid_unknown_fields=True):
+    documents: list[DocumentIn]
+
+
+class RetrieveBody(msgspec.Struct, forbid_unknown_fields=True):
+    query: str | list[str]
+    collection: str | None = None
+    collections: list[str] | None = None
+    top_k: int | None = None
+    mode: str = "hybrid"
+    filter: dict[str, Any] | None = None
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    """Decode JSON into ``kind``; a bad body is a 400 naming the field at fault."""
+    try:
+        return msgspec.json.decode(raw or b"null", type=kind)
+    except msgspec.ValidationError as exc:
+        found = _PATH.search(str(exc))
+        param = found.group(1) if found else None
+        raise InvalidRequestError(f"invalid request body: {exc}", param=param or None) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+
+
+def service(request: Request) -> DocumentService:
+    found = documents_of(request.app)
+    if found is None:
+        raise RuntimeError("the engine has no DocumentService")
+    return found
+
+
+# ---- conversions ----------------------------------------------------------------------------
+
+
+def collection_out(col: Collection, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
+        "id": col.name,
+        "object": "collection",
+        "name": col.name,
+        "created_at": int(col.created_at.timestamp()),
+        "chunk_tokens": col.chunk_tokens,
+        "chunk_overlap": col.chunk_overlap,
+        "metadata": col.metadata,
+    }
+    if stats is not None:
+        out |= {"documents": stats["documents"], "chunks": stats["chunks"], "index": stats["index"]}
+    return out
+
+
+def document_out(doc: Document, collection: str) -> dict[str, Any]:
+    return {
+        "id": doc.public_id,
+        "object": "document",
+        "collection": collection,
+        "internal_id": doc.id,
+        "title": doc.title,
+        "status": doc.status,
+        "error": doc.error,
+        "metadata": doc.metadata,
+        "content_hash": doc.content_hash,
+        "bytes": doc.n_bytes,
+        "pages": doc.n_pages,
+        "chunks": doc.n_chunks,
+        "job_id": doc.job_id,
+        "created_at": int(doc.created_at.timestamp()),
+    }
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "object": "job",
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "skipped": job.skipped,
+        "error": job.error,
+        "result": job.result,
+        "created_at": int(job.created_at.timestamp()),
+        "updated_at": int(job.updated_at.timestamp()),
+    }
+
+
+def hit_out(hit: RetrievedChunk) -> dict[str, Any]:
+    return hit.as_dict()
+
+
+# ---- collections ----------------------------------------------------------------------------
+
+
+@post("/v1/collections", status_code=HTTP_201_CREATED)
+async def create_collection(request: Request) -> dict[str, Any]:
+    body = decode_body(await request.body(), CollectionCreate)
+    svc = service(request)
+    col = await svc.create_collection(
+        tenant_of(request), body.name, body.chunk_tokens, body.chunk_overlap, body.metadata
+    )
+    return collection_out(col, await svc.collection_stats(col))
+
+
+@get("/v1/collections")
+async def list_collections(request: Request) -> dict[str, Any]:
+    svc = service(request)
+    cols = await svc.list_collections(tenant_of(request))
+    return {
+        "object": "list",
+        "data": [collection_out(c, await svc.collection_stats(c)) for c in cols],
+    }
+
+
+@get("/v1/collections/{name:str}")
+async def get_collection(request: Request, name: str) -> dict[str, Any]:
+    svc = service(request)
+    col = await svc.get_collection(tenant_of(request), name)
+    return collection_out(col, await svc.collection_stats(col))
+
+
+@delete("/v1/collections/{name:str}", status_code=HTTP_200_OK)
+async def delete_collection(request: Request, name: str) -> dict[str, Any]:
+    await service(request).delete_collection(tenant_of(request), name)
+    return {"id": name, "object": "collection", "deleted": True}
+
+
+# ---- documents ------------------------------------------------------------------------------
+
+
+@post("/v1/collections/{name:str}/documents", status_code=HTTP_202_ACCEPTED)
+async def upload_documents(request: Request, name: str) -> dict[str, Any]:
+    """Multipart files (``file``/``files``, optional ``id``, ``title``, ``metadata`` JSON) or JSON
+    ``{"documents": [{"id", "title", "text", "metadata"}]}``; answers with the job."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        items = await _multipart_items(request)
+    else:
+        body = decode_body(await request.body(), DocumentsBody)
+        items = [
+            DocumentInput(text=d.text, client_id=d.id, title=d.title, metadata=d.metadata)
+            for d in body.documents
+        ]
+    job = await service(request).submit(tenant_of(request), name, items)
+    return job_out(job)
+
+
+async def _multipart_items(request: Request) -> list[DocumentInput]:
+    form = await request.form()
+    files: list[UploadFile] = []
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files.append(value)
+        elif key in ("id", "title", "metadata"):
+            fields[key] = str(value)
+    if not files:
+        raise InvalidRequestError("multipart upload has no file part", param="file")
+    if "id" in fields and len(files) > 1:
+        raise InvalidRequestError("id applies to a single file only", param="id")
+    metadata = _metadata_field(fields.get("metadata"))
+    items = []
+    for upload in files:
+        items.append(
+            DocumentInput(
+                data=await upload.read(),
+                filename=upload.filename,
+                client_id=fields.get("id"),
+                title=fields.get("title") or upload.filename,
+                metadata=metadata,
+            )
+        )
+    return items
+
+
+def _metadata_field(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequestError("metadata must be a JSON object", param="metadata") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("metadata must be a JSON object", param="metadata")
+    return value
+
+
+@get("/v1/collections/{name:str}/documents")
+async def list_documents(
+    request: Request, name: str, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise InvalidRequestError("limit must be in 1..1000 and offset >= 0", param="limit")
+    docs = await service(request).list_documents(tenant_of(request), name, limit, offset)
+    return {"object": "list", "data": [document_out(d, name) for d in docs]}
+
+
+@get("/v1/collections/{name:str}/documents/{doc_id:str}")
+async def get_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+    doc = await service(request).get_document(tenant_of(request), name, doc_id)
+    return document_out(doc, name)
+
+
+@get("/v1/collections/{name:str}/documents/{doc_id:str}/chunks")
+async def document_chunks(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+    chunks = await service(request).document_chunks(tenant_of(request), name, doc_id)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "chunk_id": c.id,
+                "ord": c.ord,
+                "text": c.text,
+                "tokens": c.n_tokens,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+                "page": c.page,
+            }
+            for c in chunks
+        ],
+    }
+
+
+@delete("/v1/collections/{name:str}/documents/{doc_id:str}", status_code=HTTP_200_OK)
+async def delete_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+    doc = await service(request).delete_document(tenant_of(request), name, doc_id)
+    return {"id": doc.public_id, "object": "document", "deleted": True}
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+
+
+@get("/v1/jobs")
+async def list_jobs(request: Request) -> dict[str, Any]:
+    jobs = await service(request).list_jobs(tenant_of(request))
+    return {"object": "list", "data": [job_out(j) for j in jobs]}
+
+
+@get("/v1/jobs/{job_id:str}")
+async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    return job_out(await service(request).get_job(tenant_of(request), job_id))
+
+
+@get("/v1/jobs/{job_id:str}/events")
+async def job_events(request: Request, job_id: str) -> ServerSentEvent:
+    """``event: progress`` with the job as JSON at every change, ``event: done`` at the end."""
+    events = await service(request).job_events(tenant_of(request), job_id)
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        async for job in events:
+            if job is None:
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
+            kind = "done" if job.finished else "progress"
+            yield ServerSentEventMessage(data=json.dumps(job_out(job)), event=kind)
+
+    return ServerSentEvent(stream())
+
+
+# ---- retrieval ------------------------------------------------------------------------------
+
+
+@post("/v1/retrieve", status_code=HTTP_200_OK)
+async def retrieve(request: Request) -> dict[str, Any]:
+    body = decode_body(await request.body(), RetrieveBody)
+    names = list(body.collections or []) + ([body.collection] if body.collection else [])
+    if not names:
+        raise InvalidRequestError("give collection or collections", param="collection")
+    queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    results = await service(request).retrieve(
+        tenant_of(request), names, queries, body.top_k, body.mode, body.filter
+    )
+    data = [
+        {"query": q, "object": "retrieval", "data": [hit_out(h) for h in hits]}
+        for q, hits in zip(queries, results, strict=True)
+    ]
+    if isinstance(body.query, str):
+        return {"object": "list", "mode": body.mode, "data": data[0]["data"]}
+    return {"object": "list", "mode": body.mode, "results": data}
+
+
+# ---- sessions -------------------------------------------------------------------------------
+
+
+@get("/v1/sessions/{session_id:str}/messages")
+async def session_messages(request: Request, session_id: str) -> dict[str, Any]:
+    msgs = await service(request).session_messages(tenant_of(request), session_id)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "sources": m.sources,
+                "confidence": m.confidence,
+                "created_at": int(m.created_at.timestamp()),
+            }
+            for m in msgs
+        ],
+    }
+
+
+HANDLERS = [
+    create_collection,
+    list_collections,
+    get_collection,
+    delete_collection,
+    upload_documents,
+    list_documents,
+    get_document,
+    document_chunks,
+    delete_document,
+    list_jobs,
+    get_job,
+    job_events,
+    retrieve,
+    session_messages,
+]
+
+router = Router(path="/", route_handlers=HANDLERS)
