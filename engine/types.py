@@ -15,6 +15,8 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"  # max_tokens or the context limit
     ABORT = "abort"  # cancelled (client went away); never shown to a client
     TOOL_CALLS = "tool_calls"
+    # Structured output complete but failed a check run after generation (engine.grammar).
+    CONTENT_FILTER = "content_filter"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,280 @@
+"""Compiles a ``StructuredSpec`` into an llguidance grammar, under a time and memory budget.
+
+Compilation is attacker-controlled work, so:
+- llguidance's own limits (``LLParserLimits``: lexer states ~1-2 kB each, grammar size, fuel per
+  step) bound memory and per-token work; exceeding them is a 422 "schema too complex";
+- ``compile`` runs the work on a small thread pool (llguidance drops the GIL) and stops waiting
+  after ``timeout_s`` (422), so the event loop and the batch keep going;
+- results are kept in a byte-bounded LRU keyed by the spec's hash, and concurrent requests with the
+  same spec share one compilation (single flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llguidance
+from llguidance.gbnf_to_lark import any_to_lark
+
+from engine.errors import InvalidRequestError, UnprocessableError
+from engine.grammar.constraint import ClosingSearch, GrammarConstraint
+from engine.grammar.schema_check import SchemaAnalysis, check_schema
+from engine.grammar.spec import StructuredSpec
+from engine.grammar.tools import JSON_OPTIONS, tools_lark
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMITS = {
+    "max_lexer_states": 50_000,  # ~100 MB at worst
+    "max_grammar_size": 200_000,
+    "initial_lexer_fuel": 2_000_000,
+    "step_lexer_fuel": 200_000,
+    "step_max_items": 50_000,
+    "verbose_errors": False,
+}
+_LIMIT_WORDS = ("limit", "fuel", "too many", "too large", "too big", "exceeded", "max_")
+# Tokens the closing search tries first, most structure-closing first.
+_CLOSERS = [
+    "}",
+    "]",
+    '"',
+    '"}',
+    "}}",
+    "]}",
+    '"]',
+    "0",
+    "1",
+    "null",
+    "false",
+    "true",
+    ",",
+    ":",
+    "{",
+    "[",
+    "a",
+    "00",
+]
+
+
+@dataclass
+class CompiledGrammar:
+    """A compiled spec; ``template`` stays in its initial state (copies serve sequences)."""
+
+    spec: StructuredSpec
+    grammar: str
+    template: llguidance.LLMatcher
+    analysis: SchemaAnalysis | None
+    tool_analyses: tuple[SchemaAnalysis, ...] = ()
+    compile_s: float = 0.0
+    nbytes: int = field(default=0)
+
+
+class GrammarCompiler:
+    """Owns the llguidance tokenizer, the compile pool and the cache. One per engine."""
+
+    def __init__(
+        self,
+        tokenizer: llguidance.LLTokenizer,
+        n_vocab: int,
+        eos: frozenset[int],
+        *,
+        cache_bytes: int = 64 << 20,
+        timeout_s: float = 5.0,
+        workers: int = 2,
+        limits: dict[str, Any] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.n_vocab = n_vocab
+        self.eos = eos
+        self.timeout_s = timeout_s
+        self.limits = llguidance.LLParserLimits(**(limits or DEFAULT_LIMITS))
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
+        self._cached_bytes = 0
+        self._inflight: dict[str, asyncio.Future[CompiledGrammar]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grammar")
+        self._closers = self._closer_ids()
+        self.compiles = 0  # compilations actually run (cache misses), for tests and metrics
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def from_vocab(cls, vocab: Any, eos: frozenset[int], **kw: Any) -> GrammarCompiler:
+        """From a llama.cpp ``llama_vocab_p`` (building the tokenizer takes ~1-3 s)."""
+        import llama_cpp
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        tok = lltokenizer_from_vocab(vocab, eos_token=sorted(eos))
+        return cls(tok, n_vocab, eos, **kw)
+
+    @classmethod
+    def from_gguf(cls, path: Path, eos: frozenset[int], **kw: Any) -> GrammarCompiler:
+        """Loads only the vocabulary of a GGUF model file (no weights)."""
+        import llama_cpp
+
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise FileNotFoundError(f"cannot load vocabulary from {path}")
+        compiler = cls.from_vocab(llama_cpp.llama_model_get_vocab(model), eos, **kw)
+        compiler._model = model  # keeps the vocab alive as long as the compiler
+        return compiler
+
+    def _closer_ids(self) -> list[int]:
+        ids: list[int] = []
+        for text in _CLOSERS:
+            toks = self.tokenizer.tokenize_str(text)
+            if len(toks) == 1 and toks[0] not in ids:
+                ids.append(toks[0])
+        return ids
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- public API ----------------------------------------------------------------------
+    async def compile(self, spec: StructuredSpec) -> CompiledGrammar:
+        """The compiled grammar for ``spec``; 400 on bad input, 422 when too complex or slow."""
+        key = spec.key
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._compile_once(key, spec))
+            self._inflight[key] = pending
+            pending.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        return await asyncio.shield(pending)
+
+    def compile_sync(self, spec: StructuredSpec) -> CompiledGrammar:
+        """Blocking compile with no cache and no timeout (benchmarks, tests)."""
+        return self._build(spec)
+
+    def constraint(
+        self, compiled: CompiledGrammar, max_new_tokens: int | None
+    ) -> GrammarConstraint:
+        """A fresh per-sequence constraint (one per choice)."""
+        closing = ClosingSearch(self._closers, self.eos, (self.n_vocab + 31) // 32)
+        return GrammarConstraint(
+            compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
+        )
+
+    def cache_info(self) -> dict[str, int]:
+        return {"entries": len(self._cache), "bytes": self._cached_bytes, "limit": self.cache_bytes}
+
+    # ---- internals -----------------------------------------------------------------------
+    async def _compile_once(self, key: str, spec: StructuredSpec) -> CompiledGrammar:
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._pool, self._build, spec)
+        try:
+            compiled = await asyncio.wait_for(work, self.timeout_s)
+        except TimeoutError:
+            raise UnprocessableError(
+                f"schema too complex: compiling took longer than {self.timeout_s:g} s",
+                param=spec.param,
+                code="schema_too_complex",
+            ) from None
+        self._store(key, compiled)
+        return compiled
+
+    def _store(self, key: str, compiled: CompiledGrammar) -> None:
+        if compiled.nbytes > self.cache_bytes:
+            return
+        self._cache[key] = compiled
+        self._cached_bytes += compiled.nbytes
+        while self._cached_bytes > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+
+    def _build(self, spec: StructuredSpec) -> CompiledGrammar:
+        t0 = time.perf_counter()
+        grammar, analysis, tool_analyses = self._grammar_text(spec)
+        self.compiles += 1
+        template = self._matcher(grammar, spec)
+        probe = template.deep_copy()  # builds the lexer for the first mask now, off the loop
+        mask = bytearray((self.n_vocab + 31) // 32 * 4)
+        buf = (ctypes.c_char * len(mask)).from_buffer(mask)
+        probe.unsafe_compute_mask_ptr(ctypes.addressof(buf), len(mask))
+        if probe.is_error():
+            raise self._too_complex(spec, probe.get_error())
+        nbytes = 4 * len(grammar) + 64 * 1024
+        return CompiledGrammar(
+            spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes
+        )
+
+    def _grammar_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:
+        M = llguidance.LLMatcher
+        if spec.kind in ("json_object", "json_schema"):
+            analysis = check_schema(spec.schema, param=spec.param, lenient=spec.lenient)
+            opts = {**JSON_OPTIONS, "lenient": analysis.needs_lenient_compile}
+            try:
+                return M.grammar_from_json_schema(spec.schema, defaults=opts), analysis, ()
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"invalid JSON Schema: {exc}", param=spec.param, code="invalid_schema"
+                ) from None
+        if spec.kind == "regex":
+            return M.grammar_from_regex(spec.pattern or ""), None, ()
+        if spec.kind == "choice":
+            alts = " | ".join(json.dumps(c, ensure_ascii=True) for c in spec.choices)
+            return M.grammar_from_lark(f"start: {alts}"), None, ()
+        if spec.kind == "grammar":
+            text = spec.grammar or ""
+            if "::=" in text:
+                try:
+                    text = any_to_lark(text)
+                except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions
+                    raise InvalidRequestError(
+                        f"invalid GBNF grammar: {exc}", param=spec.param, code="invalid_grammar"
+                    ) from None
+            return M.grammar_from_lark(text), None, ()
+        return self._tools_grammar(spec)
+
+    def _tools_grammar(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:
+        analyses = []
+        for i, tool in enumerate(spec.tools):
+            param = f"tools[{i}].function.parameters"
+            analyses.append(check_schema(tool.parameters, param=param, lenient=spec.lenient))
+        analysis = None
+        if spec.schema is not None:
+            analysis = check_schema(spec.schema, param="response_format", lenient=spec.lenient)
+            analyses.append(analysis)
+        lenient = any(a.needs_lenient_compile for a in analyses)
+        grammar = llguidance.LLMatcher.grammar_from_lark(tools_lark(spec, lenient))
+        return grammar, analysis, tuple(analyses[: len(spec.tools)])
+
+    def _matcher(self, grammar: str, spec: StructuredSpec) -> llguidance.LLMatcher:
+        is_err, msgs = llguidance.LLMatcher.validate_grammar_with_warnings(
+            grammar, self.tokenizer, limits=self.limits
+        )
+        if is_err:
+            raise self._classify(spec, msgs[0] if msgs else "invalid grammar")
+        matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0, limits=self.limits)
+        if matcher.is_error():
+            raise self._classify(spec, matcher.get_error())
+        return matcher
+
+    def _classify(self, spec: StructuredSpec, message: str) -> Exception:
+        low = message.lower()
+        if any(w in low for w in _LIMIT_WORDS):
+            return self._too_complex(spec, message)
+        what = {"regex": "regex", "grammar": "grammar", "choice": "choice"}.get(spec.kind, "schema")
+        return InvalidRequestError(
+            f"invalid {what}: {message[:500]}", param=spec.param, code=f"invalid_{what}"
+        )
+
+    @staticmethod
+    def _too_complex(spec: StructuredSpec, message: str) -> UnprocessableError:
+        return UnprocessableError(
+            f"schema too complex: {message[:300]}", param=spec.param, code="schema_too_complex"
+        )
