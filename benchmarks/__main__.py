@@ -1,0 +1,457 @@
+"""``python -m benchmarks serve|table|bandwidth``.
+
+``serve`` measures one server (``--url`` or ``--launch``) and optionally others beside it
+(``--compare-url``/``--compare-launch``, ``--offline`` for Hearth's engine without HTTP). Runs are
+interleaved A/B/A/B over ``--rounds`` at every load level so slow drifts of a shared machine hit
+every server alike; each server's rounds are pooled into one result line, and the ratios of the
+first server over each other one are printed and stored. Examples::
+
+    # Hearth (started here) against llama.cpp's llama-server and Hearth's engine offline
+    python -m benchmarks serve --launch hearth --compare-launch llama-server --offline \\
+        --concurrency 1,8 --input-tokens 150 --output-tokens 128 --rounds 2
+
+    # any OpenAI-compatible server, Poisson arrivals, goodput against SLOs
+    python -m benchmarks serve --url http://127.0.0.1:8000 --model m --rate 2,4 \\
+        --slo-ttft-ms 1000 --slo-tpot-ms 100
+
+    python -m benchmarks table   # the README table from the results file
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import plots
+from benchmarks.bandwidth import achieved_bandwidth, probe_bandwidth
+from benchmarks.driver import LoadShape, Target, measure, warm_up
+from benchmarks.launch import HearthServer, LaunchError, LlamaServer
+from benchmarks.report import (
+    SLO,
+    RequestRecord,
+    append_result,
+    markdown_table,
+    read_results,
+    result_row,
+    summarize,
+)
+from benchmarks.workload import (
+    Workload,
+    estimate_tokens,
+    gguf_token_counter,
+    prompts_from_file,
+    synthetic_prompts,
+)
+
+log = logging.getLogger("benchmarks")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_RESULTS = RESULTS_DIR / "serve.jsonl"
+DEFAULT_DB = Path("data") / "benchmarks" / "results.duckdb"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="latency/throughput/goodput of OpenAI-compatible servers")
+    g = s.add_argument_group("servers")
+    g.add_argument("--url", help="the server to measure (base URL, without /v1)")
+    g.add_argument("--launch", choices=("hearth", "llama-server"), help="start it instead")
+    g.add_argument("--name", help="label of the first server (default: hearth or the URL)")
+    g.add_argument("--compare-url", action="append", default=[], help="a server to compare with")
+    g.add_argument(
+        "--compare-launch",
+        action="append",
+        default=[],
+        choices=("hearth", "llama-server"),
+        help="start a server to compare with",
+    )
+    g.add_argument(
+        "--offline", action="store_true", help="also drive Hearth's engine in-process (no HTTP)"
+    )
+    g.add_argument("--model", help="model name sent in requests (default: the profile's model)")
+    g.add_argument("--profile", default="test", help="Hearth profile (launch and --offline)")
+    g.add_argument(
+        "--gguf",
+        type=Path,
+        help="GGUF for llama-server and token counts (default: the profile model's file)",
+    )
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--slots", type=int, default=8, help="parallel sequences of every server")
+    g.add_argument("--api-key", help="bearer token for --url servers")
+    g.add_argument("--server-log-dir", type=Path, default=Path("data") / "benchmarks" / "logs")
+    w = s.add_argument_group("workload")
+    w.add_argument("--api", choices=("completions", "chat"), default="completions")
+    w.add_argument("--input-tokens", type=int, default=150)
+    w.add_argument("--output-tokens", type=int, default=128)
+    w.add_argument("--num-prompts", type=int, default=64, help="distinct synthetic prompts")
+    w.add_argument("--prompts-file", type=Path, help=".jsonl (prompt|messages) or text lines")
+    w.add_argument(
+        "--no-fixed-output",
+        action="store_true",
+        help="do not send ignore_eos/min_tokens (outputs may end early)",
+    )
+    w.add_argument("--temperature", type=float, default=0.0)
+    w.add_argument("--schema", type=Path, help="JSON Schema file: send it as response_format")
+    w.add_argument("--seed", type=int, default=0)
+    ld = s.add_argument_group("load")
+    ld.add_argument(
+        "--concurrency",
+        type=_ints,
+        default=[1, 8],
+        help="comma list of concurrent clients, e.g. 1,2,4,8,16",
+    )
+    ld.add_argument(
+        "--rate",
+        type=_floats,
+        default=[],
+        help="comma list of Poisson request rates (req/s); replaces --concurrency",
+    )
+    ld.add_argument("--max-concurrency", type=int, help="cap on in-flight requests with --rate")
+    ld.add_argument("--requests", type=int, help="requests per run (default: max(8, 3×conc.))")
+    ld.add_argument("--rounds", type=int, default=2, help="interleaved rounds per load level")
+    slo = s.add_argument_group("goodput SLOs")
+    slo.add_argument("--slo-ttft-ms", type=float)
+    slo.add_argument("--slo-tpot-ms", type=float)
+    slo.add_argument("--slo-e2e-ms", type=float)
+    o = s.add_argument_group("output")
+    o.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    o.add_argument("--db", type=Path, default=DEFAULT_DB, help="DuckDB file ('' = none)")
+    o.add_argument("--plots", type=Path, default=RESULTS_DIR, help="PNG folder ('' = none)")
+    o.add_argument("--label", help="free text stored with every result")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth probe")
+
+    t = sub.add_parser("table", help="print the Markdown table of the latest results")
+    t.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    t.add_argument("--benchmark", default="serve")
+    b = sub.add_parser("bandwidth", help="print the memory-bandwidth probe (GB/s)")
+    b.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+# ---- serve --------------------------------------------------------------------------------------
+
+
+def _card_and_gguf(args: argparse.Namespace):
+    from configs import load_settings
+    from models import get_card, model_path
+
+    settings = load_settings(args.profile, overrides=_hearth_overrides(args))
+    card = get_card(settings.llm.model)
+    gguf = args.gguf or model_path(card, settings.models_dir)
+    return settings, card, gguf
+
+
+def _hearth_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    return {"llm": {"n_threads": args.threads, "max_running": args.slots}}
+
+
+def _hearth_env(args: argparse.Namespace) -> dict[str, str]:
+    return {"HEARTH_LLM_N_THREADS": str(args.threads), "HEARTH_LLM_MAX_RUNNING": str(args.slots)}
+
+
+def _workload(args: argparse.Namespace, gguf: Path | None) -> Workload:
+    count = estimate_tokens
+    if gguf is not None and Path(gguf).is_file():
+        count = gguf_token_counter(gguf)
+    if args.prompts_file:
+        prompts = prompts_from_file(args.prompts_file, count=count)
+    else:
+        prompts = synthetic_prompts(
+            args.num_prompts, args.input_tokens, seed=args.seed, count=count
+        )
+    fmt = None
+    if args.schema:
+        schema = json.loads(args.schema.read_text())
+        fmt = {"type": "json_schema", "json_schema": {"name": args.schema.stem, "schema": schema}}
+    return Workload(
+        prompts=prompts,
+        api=args.api,
+        output_tokens=args.output_tokens,
+        fixed_output=not args.no_fixed_output,
+        temperature=args.temperature,
+        response_format=fmt,
+    )
+
+
+def _loads(args: argparse.Namespace) -> list[tuple[str, LoadShape]]:
+    """(label, shape) of every load level of the sweep."""
+    if args.rate:
+        n = args.requests or 32
+        return [
+            (f"{r:g}/s", LoadShape(n, concurrency=args.max_concurrency, rate=r, seed=args.seed))
+            for r in args.rate
+        ]
+    return [
+        (f"c{c}", LoadShape(args.requests or max(8, 3 * c), concurrency=c, seed=args.seed))
+        for c in args.concurrency
+    ]
+
+
+class _Runner:
+    """One measured thing: an HTTP target or the offline engine."""
+
+    def __init__(self, name: str, backend: str, settings: dict[str, Any], target=None, engine=None):
+        self.name, self.backend, self.settings = name, backend, settings
+        self.target: Target | None = target
+        self.engine = engine
+
+    async def warm_up(self, workload: Workload, model: str) -> None:
+        if self.target is not None:
+            await warm_up(self.target, workload)
+        else:
+            from benchmarks.offline import run_offline
+
+            short = Workload(workload.prompts[:1], api=workload.api, output_tokens=8)
+            await run_offline(self.engine, short, LoadShape(2), model=model, progress=False)
+
+    async def run(self, workload: Workload, load: LoadShape, slo: SLO, model: str, progress: bool):
+        if self.target is not None:
+            figures, run = await measure(self.target, workload, load, slo=slo, progress=progress)
+            return run, figures.get("server_metrics")
+        from benchmarks.offline import run_offline
+
+        run = await run_offline(self.engine, workload, load, model=model, progress=progress)
+        return run, None
+
+
+async def _start_runners(
+    args: argparse.Namespace, stack: contextlib.AsyncExitStack, model: str, gguf: Path, settings
+) -> list[_Runner]:
+    runners: list[_Runner] = []
+    log_dir = args.server_log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def launch(kind: str) -> _Runner:
+        if kind == "hearth":
+            srv = HearthServer(
+                profile=args.profile, overrides=_hearth_env(args), log_file=log_dir / "hearth.log"
+            )
+            backend = "hearth-" + settings.llm.backend
+        else:
+            srv = LlamaServer(
+                gguf, threads=args.threads, slots=args.slots, log_file=log_dir / "llama-server.log"
+            )
+            backend = "llama-server"
+        stack.enter_context(srv)
+        target = Target(kind, srv.base_url, model, backend=backend)
+        return _Runner(kind, backend, {"server": srv.settings()}, target=target)
+
+    if args.launch:
+        runners.append(launch(args.launch))
+    elif args.url:
+        name = args.name or "A"
+        runners.append(
+            _Runner(
+                name,
+                name,
+                {"url": args.url},
+                Target(name, args.url.rstrip("/"), model, args.api_key, name),
+            )
+        )
+    for kind in args.compare_launch:
+        runners.append(launch(kind))
+    for i, url in enumerate(args.compare_url):
+        name = f"B{i + 1}" if len(args.compare_url) > 1 else "B"
+        runners.append(
+            _Runner(
+                name, name, {"url": url}, Target(name, url.rstrip("/"), model, args.api_key, name)
+            )
+        )
+    if args.offline:
+        from benchmarks.offline import started_engine
+
+        engine = await stack.enter_async_context(started_engine(settings))
+        runners.append(
+            _Runner(
+                "offline",
+                "hearth-offline",
+                {"profile": args.profile, **_hearth_overrides(args)},
+                engine=engine,
+            )
+        )
+    if args.name and runners:
+        runners[0].name = args.name
+    return runners
+
+
+async def serve(args: argparse.Namespace) -> int:
+    if not (args.url or args.launch):
+        log.error("give --url or --launch for the server to measure")
+        return 2
+    settings, card, gguf = _card_and_gguf(args)
+    model = args.model or card.id
+    workload = _workload(args, gguf)
+    slo = SLO(
+        *(
+            None if v is None else v / 1000
+            for v in (args.slo_ttft_ms, args.slo_tpot_ms, args.slo_e2e_ms)
+        )
+    )
+    progress = not args.no_progress and sys.stderr.isatty()
+    probe = None if args.no_bandwidth else probe_bandwidth(args.threads)
+    async with contextlib.AsyncExitStack() as stack:
+        runners = await _start_runners(args, stack, model, gguf, settings)
+        for r in runners:
+            await r.warm_up(workload, model)
+        runs = await _sweep(args, runners, workload, slo, model, progress)
+    db = args.db if str(args.db) else None
+    plot_runs = []
+    for (label, load), by_runner in runs.items():
+        rows = {}
+        for r in runners:
+            recs, dur, metrics = by_runner[r.name]
+            figures = summarize(recs, dur, slo)
+            if metrics:
+                figures["server_metrics"] = metrics
+            if load.concurrency == 1 and load.rate is None and card.weight_bytes:
+                figures["bandwidth"] = achieved_bandwidth(
+                    card.weight_bytes, figures["tpot_ms"]["median"], probe
+                )
+            row = result_row(
+                "serve",
+                model=card.id,
+                backend=r.backend,
+                settings={
+                    "label": args.label,
+                    "server": r.name,
+                    "load": label,
+                    **load.settings(),
+                    "rounds": args.rounds,
+                    "threads": args.threads,
+                    "slots": args.slots,
+                    **workload.settings(),
+                    **r.settings,
+                },
+                figures=figures,
+            )
+            append_result(row, args.results, db)
+            rows[r.name] = figures
+            plot_runs.append((r.name, label, figures, recs))
+        if len(runners) > 1:
+            _compare(args, runners, label, load, rows, card.id, db)
+    if str(args.plots) and plot_runs:
+        stem = f"serve-{_stamp()}"
+        plots.latency_vs_throughput(plot_runs, args.plots / f"{stem}-latency.png")
+        plots.distributions(plot_runs, args.plots / f"{stem}-dist.png")
+    return 0
+
+
+async def _sweep(args, runners, workload, slo, model, progress):
+    """A/B/A/B: at each load level, every runner once per round, records pooled per runner."""
+    out: dict[tuple[str, LoadShape], dict[str, tuple[list[RequestRecord], float, dict]]] = {}
+    for label, load in _loads(args):
+        pooled: dict[str, tuple[list[RequestRecord], float, dict]] = {}
+        for rnd in range(args.rounds):
+            order = runners if rnd % 2 == 0 else list(reversed(runners))
+            for r in order:
+                log.info("round %d/%d, %s, %s", rnd + 1, args.rounds, label, r.name)
+                run, metrics = await r.run(workload, load, slo, model, progress)
+                recs, dur, m = pooled.get(r.name, ([], 0.0, {}))
+                pooled[r.name] = (recs + run.records, dur + run.duration_s, _add(m, metrics or {}))
+        out[(label, load)] = pooled
+    return out
+
+
+def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    keys = set(a) | set(b)
+    return {k: round(a.get(k, 0.0) + b.get(k, 0.0), 6) for k in keys}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _compare(args, runners, label, load, rows, model, db) -> None:
+    first = runners[0].name
+    a = rows[first]
+    for other in runners[1:]:
+        b = rows[other.name]
+        ratios = {
+            "output_throughput": _ratio(a["output_throughput"], b["output_throughput"]),
+            "ttft_p50": _ratio(a["ttft_ms"]["median"], b["ttft_ms"]["median"]),
+            "tpot_p50": _ratio(a["tpot_ms"]["median"], b["tpot_ms"]["median"]),
+            "e2e_p50": _ratio(a["e2e_ms"]["median"], b["e2e_ms"]["median"]),
+        }
+        log.info(
+            "%s %s / %s: out tok/s %.1f / %.1f = %s×, TTFT p50 %s×, TPOT p50 %s×",
+            label,
+            first,
+            other.name,
+            a["output_throughput"] or 0,
+            b["output_throughput"] or 0,
+            ratios["output_throughput"],
+            ratios["ttft_p50"],
+            ratios["tpot_p50"],
+        )
+        row = result_row(
+            "serve-compare",
+            model=model,
+            backend=f"{first}/{other.name}",
+            settings={
+                "label": args.label,
+                "a": first,
+                "b": other.name,
+                "load": label,
+                **load.settings(),
+                "rounds": args.rounds,
+            },
+            figures={
+                "ratios": ratios,
+                "a_output_throughput": a["output_throughput"],
+                "b_output_throughput": b["output_throughput"],
+            },
+        )
+        append_result(row, args.results, db)
+
+
+def _stamp() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+
+
+# ---- entry --------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    args = build_parser().parse_args(argv)
+    if args.command == "table":
+        print(markdown_table(read_results(args.results), benchmark=args.benchmark))
+        return 0
+    if args.command == "bandwidth":
+        print(
+            json.dumps({"threads": args.threads, "gb_s": round(probe_bandwidth(args.threads), 2)})
+        )
+        return 0
+    try:
+        return asyncio.run(serve(args))
+    except LaunchError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        log.warning("interrupted; servers started here were stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

