@@ -108,6 +108,26 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class VLLMSettings:
+    """The vLLM backend (``llm.backend = "vllm"``); see ``configs/gpu.toml`` and docs/gpu.md."""
+
+    dtype: str = "bfloat16"
+    # "" = the card's own quantization (fp8, awq, gptq ...), else vLLM's name for one.
+    quantization: str = ""
+    # Fraction of GPU memory (of a NUMA node's RAM on CPU) vLLM may reserve.
+    gpu_memory_utilization: float = 0.85
+    # KV cache size on the CPU backend, GiB (VLLM_CPU_KVCACHE_SPACE); unused on GPU.
+    cpu_kvcache_gib: int = 2
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    # "" = vLLM's choice (mp on one node); "ray" spans nodes of a running Ray cluster.
+    distributed_executor_backend: str = ""
+    enforce_eager: bool = False
+    # vLLM's structured-output backend: "guidance" runs llguidance, as the llama.cpp path does.
+    structured_outputs_backend: str = "guidance"
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -117,6 +137,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
 
