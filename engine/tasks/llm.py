@@ -1,0 +1,179 @@
+"""What the task pipelines need from a language model, and its implementation over the Engine.
+
+Tasks talk to :class:`TaskLLM` (two calls: a constrained completion with token logprobs, and the
+log-probability of given continuations of a prompt), so classification, extraction and analysis
+are testable with a stand-in and run for real over :class:`EngineLLM`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.types import (
+    ChoiceDelta,
+    GenerateRequest,
+    GenerationDone,
+    SamplingParams,
+)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: the bytes it adds to the text and its log-probability."""
+
+    bytes: bytes
+    logprob: float
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    finish_reason: str | None = None
+
+
+class TaskLLM(Protocol):
+    async def complete(
+        self, prompt: str, *, schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> Completion:
+        """Greedy completion of ``prompt``; with ``schema`` the output is JSON valid against it."""
+        ...
+
+    async def score(self, prompt: str, continuations: Sequence[str]) -> tuple[list[float], int]:
+        """Log P(continuation | prompt) for each continuation (summed over its tokens), and the
+        number of prompt tokens processed (for usage)."""
+        ...
+
+
+class Embedder(Protocol):
+    async def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def json_schema_format(schema: dict[str, Any], name: str = "output") -> dict[str, Any]:
+    """The OpenAI ``response_format`` for a JSON Schema (what ``engine.grammar`` compiles)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def strip_extensions(schema: Any) -> Any:
+    """The schema without ``x-*`` keywords (Hearth's own hints, e.g. ``x-type``)."""
+    if isinstance(schema, dict):
+        return {k: strip_extensions(v) for k, v in schema.items() if not str(k).startswith("x-")}
+    if isinstance(schema, list):
+        return [strip_extensions(v) for v in schema]
+    return schema
+
+
+@dataclass
+class _Constrained:
+    """A compiled response format as the engine takes it: one constraint per sequence."""
+
+    compiler: Any
+    compiled: Any
+    max_tokens: int
+
+    def new_constraint(self) -> Any:
+        return self.compiler.constraint(self.compiled, self.max_tokens)
+
+
+class EngineLLM:
+    """:class:`TaskLLM` over the Engine facade (``engine.generate``, ``engine.tokenize_prompt``).
+
+    JSON Schemas are compiled with the engine's grammar compiler (``engine.grammar``, or the
+    ``"grammar"`` entry of ``engine.services``); without one, a compiler is built from the model's
+    vocabulary once and kept.
+    """
+
+    def __init__(self, engine: Any, model: str | None = None) -> None:
+        self.engine = engine
+        self.model = model or engine.settings.llm.model
+        self._compiler: Any = None
+
+    def _grammar(self) -> Any:
+        found = getattr(self.engine, "grammar", None) or self.engine.services.get("grammar")
+        if found is not None:
+            return found
+        if self._compiler is None:
+            from engine.grammar import GrammarCompiler
+
+            path = self.engine.settings.models_dir / self.engine.card.file
+            self._compiler = GrammarCompiler.from_gguf(path, self.engine.backend.eos_token_ids)
+        return self._compiler
+
+    async def _response_format(self, schema: dict[str, Any], max_tokens: int) -> _Constrained:
+        from engine.grammar import build_spec
+
+        spec = build_spec(response_format=json_schema_format(strip_extensions(schema)))
+        compiler = self._grammar()
+        return _Constrained(compiler, await compiler.compile(spec), max_tokens)
+
+    async def close(self) -> None:
+        if self._compiler is not None:
+            self._compiler.close()
+            self._compiler = None
+
+    async def complete(
+        self, prompt: str, *, schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> Completion:
+        request = GenerateRequest(
+            request_id="task-" + uuid.uuid4().hex[:16],
+            model=self.model,
+            params=SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0),
+            prompt=prompt,
+            response_format=(
+                await self._response_format(schema, max_tokens) if schema is not None else None
+            ),
+        )
+        started = time.perf_counter()
+        out = Completion(text="")
+        parts: list[str] = []
+        async for event in self.engine.generate(request):
+            if isinstance(event, ChoiceDelta):
+                parts.append(event.text)
+                # One delta per token: its text (not the token's spelling) is what it added.
+                for entry in event.logprobs or ():
+                    out.tokens.append(
+                        TokenLogprob(event.text.encode(), float(entry.logprob or 0.0))
+                    )
+                if event.finish_reason is not None:
+                    out.finish_reason = str(event.finish_reason)
+            elif isinstance(event, GenerationDone):
+                out.prompt_tokens = event.usage.prompt_tokens
+                out.completion_tokens = event.usage.completion_tokens
+        out.text = "".join(parts)
+        out.seconds = time.perf_counter() - started
+        return out
+
+    async def score(self, prompt: str, continuations: Sequence[str]) -> tuple[list[float], int]:
+        prefix = await self._tokenize(prompt, add_bos=True)
+        results = await asyncio.gather(*(self._score_one(prefix, text) for text in continuations))
+        return [r[0] for r in results], sum(r[1] for r in results)
+
+    async def _score_one(self, prefix: list[int], continuation: str) -> tuple[float, int]:
+        tail = await self._tokenize(continuation, add_bos=False)
+        request = GenerateRequest(
+            request_id="score-" + uuid.uuid4().hex[:16],
+            model=self.model,
+            params=SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=True),
+            prompt_tokens=prefix + tail,
+        )
+        done: GenerationDone | None = None
+        async for event in self.engine.generate(request):
+            if isinstance(event, GenerationDone):
+                done = event
+        if done is None or done.prompt_logprobs is None:
+            raise RuntimeError("the engine returned no prompt logprobs")
+        scored = done.prompt_logprobs[len(prefix) :]
+        return float(sum(e.logprob or 0.0 for e in scored)), len(prefix) + len(tail)
+
+    async def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return list(self.engine.tokenize_prompt(text, add_special_tokens=add_bos))
