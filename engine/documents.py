@@ -90,6 +90,9 @@ class DocumentService:
         self.ingestor: Ingestor | None = None
         self._chunkers: dict[tuple[int, int], Chunker] = {}
         self._has_keys = False
+        # Counts the generator's tokens for RAG's context budget (set by the Engine).
+        self.count_llm_tokens: Callable[[str], int] | None = None
+        self.rag: Any = None  # engine.rag.RagService once started
 
     @classmethod
     def from_embedder(cls, settings: Settings, embedder: EmbedderLike) -> DocumentService:
@@ -136,6 +139,9 @@ class DocumentService:
         )
         self.jobs = JobRunner(self.db)
         self.jobs.start()
+        from engine.rag import RagService  # imports this module
+
+        self.rag = RagService(self, self.count_llm_tokens)
         self._has_keys = await asyncio.to_thread(self.db.tenants.has_keys)
         if params.use_gpu:
             log.info("dense search uses faiss-gpu")

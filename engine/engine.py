@@ -101,6 +101,7 @@ class Engine:
         await asyncio.to_thread(self._backend.start, self._on_outputs)
         if self._embedder is None:
             self._embedder = await asyncio.to_thread(self._load_embedder)
+        await self._start_documents()
         self._ready = True
         log.info("engine ready: %s on %s", self.card.id, self._backend.name)
 
@@ -109,6 +110,21 @@ class Engine:
 
         path = verify_model(self.embedding_card, self.settings.models_dir)
         return Embedder(self.embedding_card, path, self.settings.embeddings)
+
+    async def _start_documents(self) -> None:
+        """Documents, retrieval and RAG as ``services["documents"]`` (DuckDB + FAISS + BM25 under
+        the data directory; a second process on the same data directory fails here, clearly)."""
+        if "documents" in self.services:
+            return
+        from engine.documents import DocumentService
+
+        embedder = self.embedder
+        docs = DocumentService(self.settings, self.embed, embedder.tokenizer, embedder.dim)
+        docs.count_llm_tokens = lambda text: len(
+            self.backend.tokenize(text, add_bos=False, parse_special=False)
+        )
+        await docs.start()
+        self.services["documents"] = docs
 
     async def close(self) -> None:
         if self._closed:

@@ -4,9 +4,9 @@
    back with a pronoun such as "it" or "they", also for it joined to the previous user turn),
    and refuses without generating when the best evidence (query-chunk
    cosine similarity) is below ``min_score``.
-2. Otherwise it builds the prompt: a system message with numbered, delimited context blocks that
-   fit ``context_tokens`` (the rest are counted in ``dropped``), the session's recent turns within
-   ``history_tokens``, then the client's messages.
+2. Otherwise it builds the prompt: the session's recent turns within ``history_tokens``, then the
+   client's messages, the last user turn holding the numbered, delimited context blocks that fit
+   ``context_tokens`` (the rest are counted in ``dropped``), the instruction and the question.
 3. The caller generates; ``finish`` extracts citations from the answer: blocks cited as ``[n]``,
    else blocks sharing a passage of at least ``MIN_SPAN_WORDS`` words with the answer, else the best
    block. Each quote is a span of the chunk with offsets, re-read from DuckDB and compared
@@ -33,9 +33,9 @@ REFUSAL_MESSAGE = (
     "enough."
 )
 MIN_SPAN_WORDS = 4
-SYSTEM_PROMPT = (
-    "Answer the question using only the numbered context blocks below. Cite the blocks you use "
-    "as [1], [2]. If the context does not contain the answer, say that you do not know.\n"
+INSTRUCTION = (
+    "Answer the question using only the numbered context blocks above, in one or two sentences. "
+    "Cite the blocks you use as [1], [2]. If they do not contain the answer, say you do not know."
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
@@ -142,7 +142,7 @@ class RagService:
             plan.refusal = Refusal(reason, round(best, 4), min_score)
             return plan
         plan.blocks, plan.dropped = self._fit_blocks(hits)
-        plan.messages, plan.history_turns = self._prompt(plan.blocks, history, messages)
+        plan.messages, plan.history_turns = self._prompt(plan.blocks, history, messages, question)
         return plan
 
     async def _history(self, tenant: str, session_id: str | None) -> list[ChatMessage]:
@@ -181,10 +181,14 @@ class RagService:
         blocks: list[RetrievedChunk],
         history: list[ChatMessage],
         messages: Sequence[ChatMessage],
+        question: str,
     ) -> tuple[list[ChatMessage], int]:
+        """History, then the client's messages with the last user turn replaced by the context
+        blocks, the instruction and the question (small models follow what comes last)."""
         context = "\n".join(_block(i, b) for i, b in enumerate(blocks, start=1))
-        system = ChatMessage("system", SYSTEM_PROMPT + "\n" + context)
-        return [system, *history, *messages], len(history)
+        last = max(i for i, m in enumerate(messages) if m.role == "user")
+        turn = ChatMessage("user", f"{context}\n\n{INSTRUCTION}\n\nQuestion: {question}")
+        return [*history, *messages[:last], turn, *messages[last + 1 :]], len(history)
 
     async def finish(self, plan: RagPlan, answer: str | None) -> RagAnswer:
         """Citations and confidence for ``answer``; stores the turn when there is a session."""

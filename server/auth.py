@@ -3,10 +3,10 @@
 - ``/health`` and ``/ready`` are open.
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
   off, 403); it sets no tenant.
-- Everything else: once any tenant key exists, ``Authorization: Bearer <tenant key>`` is required
-  and decides the tenant (never the request body). With no keys, Hearth runs open as the single
-  ``default`` tenant for loopback clients only; a bearer token is then ignored (OpenAI clients
-  always send one).
+- Everything else: 503 until the engine's DocumentService is up. Then, once any tenant key
+  exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
+  request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
+  clients only; a bearer token is then ignored (OpenAI clients always send one).
 
 Failures are answered here with an OpenAI error body, before any handler runs.
 """
@@ -31,13 +31,10 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 
 
 def documents_of(app: Any) -> Any:
-    """The engine's DocumentService from a Litestar app (``app.state.engine.documents``)."""
-    state = app.state
-    engine = getattr(state, "engine", None) if hasattr(state, "engine") else state.get("engine")
-    service = getattr(engine, "documents", None) if engine is not None else None
-    if service is None:
-        service = state.get("documents") if hasattr(state, "get") else None
-    return service
+    """The engine's DocumentService (``engine.services["documents"]``), or None while starting."""
+    engine = getattr(app.state, "engine", None)
+    services = getattr(engine, "services", None) or {}
+    return services.get("documents") or getattr(app.state, "documents", None)
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -82,7 +79,9 @@ class TenantAuthMiddleware:
     async def _tenant(self, scope: Scope, token: str | None) -> tuple[int, str, str] | None:
         service = documents_of(scope["app"])
         state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
-        if service is None or not service.auth_required:
+        if service is None:  # keys cannot be checked yet: nothing passes
+            return 503, "not_ready_error", "Hearth is starting"
+        if not service.auth_required:
             client = (scope.get("client") or ("", 0))[0]
             if client not in _LOOPBACK:
                 return (
@@ -114,6 +113,8 @@ async def _reply(send: Send, status: int, kind: str, message: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if status == 503:
+        headers.append((b"retry-after", b"2"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -38,9 +38,9 @@ def test_answer_cites_verified_span_and_weak_evidence_refuses(tmp_path: Path) ->
         ask = [ChatMessage("user", "What code name does the Zanzibar project use?")]
         plan = await rag.prepare("default", ask, opts)
         assert plan.refusal is None and plan.blocks[0].document_id == "zanzibar"
-        system = plan.messages[0].content
-        assert "<<<CONTEXT [1]" in system and "BLUE HERON" in system
-        assert plan.messages[-1] == ask[-1]
+        turn = plan.messages[-1].content
+        assert "<<<CONTEXT [1]" in turn and "BLUE HERON" in turn
+        assert turn.endswith("Question: " + ask[-1].content) and len(plan.messages) == 1
         answer = await rag.finish(
             plan, "It uses the code name BLUE HERON for all internal reports [1]."
         )
@@ -75,7 +75,8 @@ def test_session_memory_carries_a_follow_up(tmp_path: Path) -> None:
         await rag.finish(plan, "The Zanzibar project uses the code name BLUE HERON.")
         plan = await rag.prepare("default", follow, opts, session_id="s1")
         assert plan.refusal is None and plan.history_turns == 2
-        assert [m.role for m in plan.messages] == ["system", "user", "assistant", "user"]
+        assert [m.role for m in plan.messages] == ["user", "assistant", "user"]
+        assert plan.messages[0].content == first[0].content
         assert plan.blocks[0].document_id == "zanzibar"
         stored = await svc.session_messages("default", "s1")
         assert [m.role for m in stored] == ["user", "assistant"]
