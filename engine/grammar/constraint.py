@@ -105,6 +105,8 @@ class GrammarConstraint:
         self._allowed = np.zeros(0, dtype=np.int64)
         self._next_search = 0  # token count at which the next closing search runs
         self.truncated = False
+        # The grammar text, for backends with their own grammar engine (set by BoundFormat).
+        self.grammar: str | None = None
         self.mask_times: list[float] = []  # seconds per computed mask (for benchmarks)
 
     # ---- TokenConstraint ------------------------------------------------------------------
