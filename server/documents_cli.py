@@ -1,0 +1,231 @@
+"""``hearth ingest`` and ``hearth admin``: documents and tenants from the command line.
+
+Both talk to a running server over HTTP (it is the database's one writer). ``hearth admin
+--offline`` instead opens the DuckDB file directly, for bootstrapping while the server is stopped
+(with the server running it fails with a clear error).
+
+    hearth ingest ./handbook --collection hr          # files: .txt .md .markdown .pdf
+    hearth admin tenants create acme                  # $HEARTH_ADMIN_KEY authenticates
+    hearth admin keys create acme --name ci           # prints the key once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from configs import Settings
+
+log = logging.getLogger("hearth")
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
+
+
+class CliError(RuntimeError):
+    """A failure to report as one line, exit status 1."""
+
+
+def _base_url(args: argparse.Namespace, settings: Settings) -> str:
+    if args.url:
+        return args.url.rstrip("/")
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    return f"http://{host}:{settings.server.port}"
+
+
+def _client(args: argparse.Namespace, settings: Settings, key: str | None) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=_base_url(args, settings), headers=headers, timeout=120)
+
+
+def _check(response: Any) -> dict[str, Any]:
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise CliError(f"HTTP {response.status_code}: {message}")
+    return response.json()
+
+
+# ---- ingest ---------------------------------------------------------------------------------
+
+
+def configure_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="a file, or a folder searched recursively")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--url", help="server URL (default: from the profile)")
+    p.add_argument("--api-key", default=os.environ.get("HEARTH_API_KEY"), help="[HEARTH_API_KEY]")
+    p.add_argument("--batch", type=int, default=16, help="files per upload request")
+    p.add_argument("--metadata", help="JSON object stored with every document")
+
+
+def files_under(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+        return
+    if not path.is_dir():
+        raise CliError(f"{path}: no such file or folder")
+    for found in sorted(path.rglob("*")):
+        if found.is_file() and found.suffix.lower() in SUFFIXES:
+            yield found
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return _ingest(args, settings)
+    except CliError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    files = list(files_under(args.path))
+    if not files:
+        raise CliError(f"{args.path}: no .txt, .md or .pdf files")
+    with _client(args, settings, args.api_key) as http:
+        found = http.get(f"/v1/collections/{args.collection}")
+        if found.status_code == 404:
+            _check(http.post("/v1/collections", json={"name": args.collection}))
+        else:
+            _check(found)
+        counts = {"done": 0, "failed": 0, "skipped": 0}
+        with tqdm(total=len(files), unit="file", desc=args.collection) as bar:
+            for lo in range(0, len(files), args.batch):
+                batch = files[lo : lo + args.batch]
+                job = _upload(http, args, batch)
+                for state in _follow(http, job["id"]):
+                    handled = state["done"] + state["failed"] + state["skipped"]
+                    bar.n = lo + handled
+                    bar.refresh()
+                for key in counts:
+                    counts[key] += state[key]
+                for item in state.get("result") or []:
+                    if item.get("outcome") == "failed":
+                        log.warning("%s: %s", batch[item["index"]], item.get("error"))
+    log.info(
+        "%s: %d ingested, %d unchanged, %d failed",
+        args.collection,
+        counts["done"],
+        counts["skipped"],
+        counts["failed"],
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _upload(http: Any, args: argparse.Namespace, batch: list[Path]) -> dict[str, Any]:
+    files = [("files", (p.name, p.read_bytes())) for p in batch]
+    data = {"metadata": args.metadata} if args.metadata else {}
+    return _check(http.post(f"/v1/collections/{args.collection}/documents", files=files, data=data))
+
+
+def _follow(http: Any, job_id: str) -> Iterator[dict[str, Any]]:
+    """The job's states from its SSE stream, until it finishes."""
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
+        if response.status_code >= 400:
+            response.read()
+            _check(response)
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                state = json.loads(line[5:])
+                yield state
+                if state["status"] in ("succeeded", "failed"):
+                    return
+
+
+# ---- admin ----------------------------------------------------------------------------------
+
+
+def configure_admin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="server URL (default: from the profile)")
+    p.add_argument(
+        "--admin-key", default=os.environ.get("HEARTH_ADMIN_KEY"), help="[HEARTH_ADMIN_KEY]"
+    )
+    p.add_argument(
+        "--offline", action="store_true", help="edit the database directly (server stopped)"
+    )
+    sub = p.add_subparsers(dest="admin_command", required=True)
+    tenants = sub.add_parser("tenants").add_subparsers(dest="action", required=True)
+    tenants.add_parser("list")
+    tenants.add_parser("create").add_argument("name")
+    keys = sub.add_parser("keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create")
+    create.add_argument("tenant")
+    create.add_argument("--name")
+    keys.add_parser("list").add_argument("tenant")
+    keys.add_parser("revoke").add_argument("key_id")
+
+
+def run_admin(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        result = _admin_offline(args, settings) if args.offline else _admin_http(args, settings)
+    except CliError as exc:
+        log.error("%s", exc)
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+def _admin_http(args: argparse.Namespace, settings: Settings) -> Any:
+    if not args.admin_key:
+        raise CliError("set HEARTH_ADMIN_KEY (or --admin-key), the key the server was started with")
+    with _client(args, settings, args.admin_key) as http:
+        command = (args.admin_command, args.action)
+        if command == ("tenants", "list"):
+            return _check(http.get("/v1/admin/tenants"))["data"]
+        if command == ("tenants", "create"):
+            return _check(http.post("/v1/admin/tenants", json={"name": args.name}))
+        if command == ("keys", "create"):
+            body = {"name": args.name} if args.name else {}
+            return _check(http.post(f"/v1/admin/tenants/{args.tenant}/keys", json=body))
+        if command == ("keys", "list"):
+            return _check(http.get(f"/v1/admin/tenants/{args.tenant}/keys"))["data"]
+        return _check(http.post(f"/v1/admin/keys/{args.key_id}/revoke"))
+
+
+def _admin_offline(args: argparse.Namespace, settings: Settings) -> Any:
+    from engine.errors import HearthError
+    from engine.storage import StorageError, open_store
+
+    path = Path(settings.storage.db_file)
+    path = path if path.is_absolute() else settings.data_dir / path
+    try:
+        db = open_store(path, threads=1)
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        return _offline_command(args, db)
+    except HearthError as exc:
+        raise CliError(exc.message) from None
+    finally:
+        db.close()
+
+
+def _offline_command(args: argparse.Namespace, db: Any) -> Any:
+    command = (args.admin_command, args.action)
+    if command == ("tenants", "list"):
+        return [t.__dict__ for t in db.tenants.list()]
+    if command == ("tenants", "create"):
+        return db.tenants.create(args.name).__dict__
+    if command == ("keys", "create"):
+        key, record = db.tenants.create_key(args.tenant, args.name)
+        return record.__dict__ | {"key": key}
+    if command == ("keys", "list"):
+        return [k.__dict__ for k in db.tenants.list_keys(args.tenant)]
+    return db.tenants.revoke_key(args.key_id).__dict__
+
+
+DOCUMENT_COMMANDS = {
+    "ingest": (configure_ingest, run_ingest),
+    "admin": (configure_admin, run_admin),
+}
