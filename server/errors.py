@@ -1,0 +1,125 @@
+"""The one exception → HTTP table. Every error leaves as an OpenAI error body.
+
+``{"error": {"message", "type", "param", "code"}}``; 429/503 carry ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from engine.errors import (
+    HearthError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RetryableError,
+)
+
+log = logging.getLogger(__name__)
+
+# Litestar's own HTTP exceptions (routing, body size) → OpenAI error type.
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None):
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def hearth_error_response(exc: HearthError) -> Response:
+    headers = {}
+    if isinstance(exc, RetryableError):
+        headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+    if exc.status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc.message)
+    return Response(
+        error_body(exc.message, exc.type, exc.param, exc.code),
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+def _on_hearth_error(_: Request, exc: HearthError) -> Response:
+    return hearth_error_response(exc)
+
+
+def _on_http_exception(_: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    message = exc.detail or "error"
+    if status == 404:
+        message = f"{message}: no such route"
+    if status == 413:
+        message = "the request body is larger than this server accepts (server.max_body_bytes)"
+    if status >= 500:
+        log.error("HTTP %d: %s", status, message)
+    headers = dict(exc.headers or {})
+    return Response(
+        error_body(message, _HTTP_TYPES.get(status, "server_error"), None, None),
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _on_unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return Response(
+        error_body("internal error; see the server log", "server_error"), status_code=500
+    )
+
+
+EXCEPTION_HANDLERS = {
+    HearthError: _on_hearth_error,
+    HTTPException: _on_http_exception,
+    Exception: _on_unexpected,
+}
+
+
+_AT = re.compile(r"at `\$(?P<path>[^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
+
+
+def decode_error(exc: Exception) -> InvalidRequestError:
+    """msgspec's decode/validation error → 400 naming the field."""
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        unknown = _UNKNOWN.search(text)
+        at = _AT.search(text)
+        path = (at.group("path") if at else "").lstrip(".")
+        if unknown:
+            name = unknown.group("name")
+            param = f"{path}.{name}" if path else name
+            return InvalidRequestError(
+                f"unknown parameter {param!r}: Hearth does not support it (it is not ignored "
+                "silently; remove it)",
+                param=param,
+                code="unknown_parameter",
+            )
+        message = _AT.sub("", text).strip(" -")
+        return InvalidRequestError(
+            f"invalid value for {path or 'the body'!r}: {message}", param=path or None
+        )
+    if "depth" in text.lower() or "recursion" in text.lower():
+        return InvalidRequestError("the JSON body is nested too deeply", code="invalid_json")
+    if "utf-8" in text.lower():
+        return InvalidRequestError(f"the body is not valid UTF-8: {text}", code="invalid_json")
+    return InvalidRequestError(f"the body is not valid JSON: {text}", code="invalid_json")
+
+
+def too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the request body is larger than {limit} bytes (server.max_body_bytes)",
+        code="payload_too_large",
+    )

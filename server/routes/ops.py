@@ -1,0 +1,67 @@
+"""Operational routes: liveness, readiness, tokenizer utilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from engine.errors import InvalidRequestError
+from server import convert
+from server.errors import error_body
+from server.routes.common import engine_of, read_body, resolve_model
+from server.wire import DetokenizeRequest, TokenizeRequest
+
+
+@get("/health")
+async def health() -> dict[str, str]:
+    """Alive: the process answers. Says nothing about the models (see /ready)."""
+    return {"status": "ok"}
+
+
+@get("/ready")
+async def ready(request: Request) -> Response:
+    """200 once the models are loaded and the engine is stepping; 503 (Retry-After) before."""
+    engine = getattr(request.app.state, "engine", None)
+    failure = getattr(request.app.state, "start_error", None)
+    if engine is not None and engine.ready:
+        return Response({"status": "ready", **engine.health()}, status_code=200)
+    message = f"not ready: {failure}" if failure else "not ready: the models are loading"
+    body = error_body(message, "not_ready_error", None, "not_ready")
+    if engine is not None:
+        body["status"] = "loading"
+    return Response(body, status_code=503, headers={"Retry-After": "2"})
+
+
+@post("/tokenize", status_code=200)
+async def tokenize(request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    req = await read_body(request, TokenizeRequest)
+    if req.model is not None:
+        resolve_model(engine, req.model, "completion")
+    if (req.prompt is None) == (req.messages is None):
+        raise InvalidRequestError("give exactly one of prompt or messages", param="prompt")
+    if req.messages is not None:
+        ids, _ = engine.tokenize_chat(convert.chat_messages(req.messages))
+    else:
+        ids = engine.tokenize_prompt(req.prompt or "", add_special_tokens=req.add_special_tokens)
+    body: dict[str, Any] = {
+        "tokens": ids,
+        "count": len(ids),
+        "max_model_len": engine.backend.max_model_len,
+    }
+    if req.return_token_strs:
+        body["token_strs"] = [engine.token_text(t) for t in ids]
+    return body
+
+
+@post("/detokenize", status_code=200)
+async def detokenize(request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    req = await read_body(request, DetokenizeRequest)
+    if req.model is not None:
+        resolve_model(engine, req.model, "completion")
+    return {"prompt": engine.detokenize(req.tokens)}
+
+
+ROUTES = [health, ready, tokenize, detokenize]

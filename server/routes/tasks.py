@@ -1,0 +1,303 @@
+"""Task routes: classifiers, ``/v1/classify``, ``/v1/extract``, workflows and their results,
+document analysis and ``/v1/usage``.
+
+Handlers are thin: decode the wire struct, call one ``TaskService`` method with the tenant the auth
+middleware resolved, return its answer. Any name or id of another tenant answers 404.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Request, Router, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.response import Response
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+
+from engine.errors import InvalidRequestError, NotReadyError
+from engine.tasks import attach
+from engine.tasks.classify import Example, Rule
+from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from server.auth import tenant_of
+from server.routes.common import read_body
+from server.routes.documents import job_out
+
+# ---- wire structs ---------------------------------------------------------------------------
+
+
+class ExampleIn(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    label: str
+
+
+class RuleIn(msgspec.Struct, forbid_unknown_fields=True):
+    label: str
+    pattern: str
+
+
+class ClassifierCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    examples: list[ExampleIn] = msgspec.field(default_factory=list)
+    labels: dict[str, str] | list[str] | None = None
+    abstain_threshold: float | None = None
+    rules: list[RuleIn] = msgspec.field(default_factory=list)
+
+
+class ClassifyBody(msgspec.Struct, forbid_unknown_fields=True):
+    classifier: str
+    input: str | list[str]
+    top_k: int | None = None
+    version: int | None = None
+
+
+class ExtractBody(msgspec.Struct, forbid_unknown_fields=True):
+    input: str | list[str]
+    schema: dict[str, Any]
+    model: str | None = None
+    instructions: str | None = None
+
+
+class WorkflowRunBody(msgspec.Struct, forbid_unknown_fields=True):
+    input: dict[str, Any] | str | list[dict[str, Any] | str]
+
+
+class AnalyzeBody(msgspec.Struct, forbid_unknown_fields=True):
+    tasks: list[str] | None = None
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+async def tasks_of(request: Request) -> TaskService:
+    """The engine's TaskService (``engine.services["tasks"]``), started on first use."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready:
+        raise NotReadyError("Hearth is starting", retry_after=2)
+    return await attach(engine)
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given[:128] if given else "req_" + uuid.uuid4().hex[:20]
+
+
+def _labels(raw: dict[str, str] | list[str] | None) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    return {str(k): "" for k in raw} if isinstance(raw, list) else dict(raw)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ---- classifiers ------------------------------------------------------------------------------
+
+
+@post("/v1/classifiers", status_code=HTTP_201_CREATED)
+async def create_classifier(request: Request) -> Response[dict[str, Any]]:
+    """JSON ``{"name", "examples", "labels", "abstain_threshold", "rules"}``, or multipart with a
+    CSV ``file`` (columns text,label) and form fields ``name`` and ``abstain_threshold``."""
+    content_type = request.headers.get("content-type", "")
+    spec = (
+        await _multipart_spec(request)
+        if content_type.startswith("multipart/")
+        else _json_spec(await read_body(request, ClassifierCreate))
+    )
+    svc = await tasks_of(request)
+    out = await svc.create_classifier(tenant_of(request), spec)
+    if "job" in out:
+        return Response(out, status_code=HTTP_202_ACCEPTED)
+    return Response({**out, "object": "classifier"}, status_code=HTTP_201_CREATED)
+
+
+def _json_spec(body: ClassifierCreate) -> ClassifierInput:
+    return ClassifierInput(
+        name=body.name,
+        examples=tuple(Example(e.text, e.label) for e in body.examples),
+        labels=_labels(body.labels),
+        abstain_threshold=body.abstain_threshold,
+        rules=tuple(Rule(r.label, r.pattern) for r in body.rules),
+    )
+
+
+async def _multipart_spec(request: Request) -> ClassifierInput:
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequestError("multipart upload has no CSV 'file' part", param="file")
+    name = form.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequestError("name: a form field is required", param="name")
+    threshold = form.get("abstain_threshold")
+    try:
+        value = float(threshold) if isinstance(threshold, str) and threshold else None
+    except ValueError:
+        raise InvalidRequestError(
+            "abstain_threshold must be a number", param="abstain_threshold"
+        ) from None
+    labels = form.get("labels")
+    try:
+        parsed = json.loads(labels) if isinstance(labels, str) and labels else None
+    except ValueError:
+        raise InvalidRequestError("labels must be a JSON object", param="labels") from None
+    if parsed is not None and not isinstance(parsed, dict | list):
+        raise InvalidRequestError("labels must be a JSON object", param="labels")
+    examples = parse_examples_csv(await upload.read())
+    return ClassifierInput(name, tuple(examples), _labels(parsed), value)
+
+
+@get("/v1/classifiers")
+async def list_classifiers(request: Request) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    data = await svc.list_classifiers(tenant_of(request))
+    return {"object": "list", "data": data}
+
+
+@get("/v1/classifiers/{name:str}")
+async def get_classifier(request: Request, name: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    out = await svc.get_classifier(tenant_of(request), name)
+    return {**out, "object": "classifier"}
+
+
+@delete("/v1/classifiers/{name:str}", status_code=HTTP_200_OK)
+async def delete_classifier(request: Request, name: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    out = await svc.delete_classifier(tenant_of(request), name)
+    return {**out, "object": "classifier"}
+
+
+@post("/v1/classify", status_code=HTTP_200_OK)
+async def classify(request: Request) -> dict[str, Any]:
+    body = await read_body(request, ClassifyBody)
+    svc = await tasks_of(request)
+    data = await svc.classify(
+        tenant_of(request), body.classifier, _as_list(body.input), body.top_k, body.version
+    )
+    return {"object": "list", "classifier": body.classifier, "data": data}
+
+
+# ---- extraction -------------------------------------------------------------------------------
+
+
+@post("/v1/extract", status_code=HTTP_200_OK)
+async def extract(request: Request) -> dict[str, Any]:
+    body = await read_body(request, ExtractBody)
+    svc = await tasks_of(request)
+    if body.model is not None and body.model != svc.engine.card.id:
+        raise InvalidRequestError(
+            f"model {body.model!r} is not loaded; use {svc.engine.card.id!r}", param="model"
+        )
+    results = await svc.extract(
+        tenant_of(request), _as_list(body.input), body.schema, body.instructions
+    )
+    return {"object": "list", "data": [r.to_dict() for r in results]}
+
+
+# ---- workflows --------------------------------------------------------------------------------
+
+
+@get("/v1/workflows")
+async def list_workflows(request: Request) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    return {"object": "list", "data": await svc.list_workflows(tenant_of(request))}
+
+
+@post("/v1/workflows", status_code=HTTP_201_CREATED)
+async def save_workflow(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, dict[str, Any])
+    svc = await tasks_of(request)
+    return await svc.save_workflow(tenant_of(request), raw)
+
+
+@get("/v1/workflows/{name:str}")
+async def get_workflow(request: Request, name: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    spec = await svc.workflow(tenant_of(request), name)
+    return spec.to_dict()
+
+
+@delete("/v1/workflows/{name:str}", status_code=HTTP_200_OK)
+async def delete_workflow(request: Request, name: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    return await svc.delete_workflow(tenant_of(request), name)
+
+
+@post("/v1/workflows/{name:str}/run", status_code=HTTP_200_OK)
+async def run_workflow(request: Request, name: str) -> dict[str, Any]:
+    """One input → the workflow's response object; a list of inputs → ``{"data": [...]}``."""
+    body = await read_body(request, WorkflowRunBody)
+    batch = isinstance(body.input, list)
+    svc = await tasks_of(request)
+    out = await svc.run_workflow(
+        tenant_of(request), name, _as_list(body.input), request_id_of(request)
+    )
+    return {"object": "list", "data": out} if batch else out[0]
+
+
+@get("/v1/workflows/{name:str}/results")
+async def workflow_results(
+    request: Request, name: str, limit: int = 50, offset: int = 0
+) -> dict[str, Any]:
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise InvalidRequestError("limit must be in 1..1000 and offset >= 0", param="limit")
+    svc = await tasks_of(request)
+    data = await svc.results(tenant_of(request), name, limit, offset)
+    return {"object": "list", "data": data}
+
+
+@get("/v1/results/{run_id:str}")
+async def workflow_result(request: Request, run_id: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    return await svc.result(tenant_of(request), run_id)
+
+
+# ---- document analysis, usage -------------------------------------------------------------------
+
+
+@post("/v1/collections/{name:str}/documents/{doc_id:str}/analyze", status_code=HTTP_202_ACCEPTED)
+async def analyze_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+    """Start an analysis job; follow it at ``/v1/jobs/{id}`` or ``/v1/jobs/{id}/events``."""
+    raw = await request.body()
+    body = await read_body(request, AnalyzeBody) if raw.strip() else AnalyzeBody()
+    svc = await tasks_of(request)
+    job = await svc.analyze(tenant_of(request), name, doc_id, body.tasks)
+    return job_out(job)
+
+
+@get("/v1/collections/{name:str}/documents/{doc_id:str}/analysis")
+async def document_analysis(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    return await svc.analysis(tenant_of(request), name, doc_id)
+
+
+@get("/v1/usage")
+async def usage(request: Request) -> dict[str, Any]:
+    svc = await tasks_of(request)
+    return await svc.usage(tenant_of(request))
+
+
+HANDLERS = [
+    create_classifier,
+    list_classifiers,
+    get_classifier,
+    delete_classifier,
+    classify,
+    extract,
+    list_workflows,
+    save_workflow,
+    get_workflow,
+    delete_workflow,
+    run_workflow,
+    workflow_results,
+    workflow_result,
+    analyze_document,
+    document_analysis,
+    usage,
+]
+
+router = Router(path="/", route_handlers=HANDLERS)
