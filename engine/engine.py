@@ -26,6 +26,7 @@ from engine.errors import (
     NotReadyError,
     OverloadedError,
 )
+from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
 from engine.types import (
     BackendOutput,
@@ -84,6 +85,8 @@ class Engine:
         self.started_at = time.time()
         # Extension points other subsystems attach to (documents, tasks): name -> service.
         self.services: dict[str, object] = {}
+        # Structured output: compiles response formats, one constraint per choice.
+        self.grammar = GrammarSupport()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class Engine:
                 result = closer()
                 if asyncio.iscoroutine(result):
                     await result
+        self.grammar.close()
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
 
@@ -213,9 +217,13 @@ class Engine:
     async def generate(self, req: GenerateRequest) -> AsyncIterator[GenerationEvent]:
         """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone."""
         backend = self._require_ready()
+        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
+        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
         prompt, stops = self._prompt_of(req)
         params = req.params
         self._check_context(len(prompt), params.max_tokens, req)
+        if fmt is not None:
+            fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))
         if params.stop or stops:
             params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
         self._admit(req.n)
@@ -224,7 +232,7 @@ class Engine:
         started = time.perf_counter()
         try:
             async for event in self._collect(req, prompt, params, choices, queue, started):
-                yield event
+                yield event if fmt is None else fmt.observe(event)
         finally:
             for c in choices:
                 self._queues.pop(c.seq_id, None)

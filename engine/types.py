@@ -141,6 +141,8 @@ class ChoiceDelta:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[LogprobEntry, ...] | None = None
     finish_reason: FinishReason | None = None
+    # Last delta of a constrained choice: its engine.grammar.Outcome (schema_report, tool calls).
+    structured: object | None = None
 
 
 @dataclass(frozen=True)

@@ -42,27 +42,6 @@ DEFAULT_LIMITS = {
     "verbose_errors": False,
 }
 _LIMIT_WORDS = ("limit", "fuel", "too many", "too large", "too big", "exceeded", "max_")
-# Tokens the closing search tries first, most structure-closing first.
-_CLOSERS = [
-    "}",
-    "]",
-    '"',
-    '"}',
-    "}}",
-    "]}",
-    '"]',
-    "0",
-    "1",
-    "null",
-    "false",
-    "true",
-    ",",
-    ":",
-    "{",
-    "[",
-    "a",
-    "00",
-]
 
 
 @dataclass
@@ -102,7 +81,6 @@ class GrammarCompiler:
         self._cached_bytes = 0
         self._inflight: dict[str, asyncio.Future[CompiledGrammar]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grammar")
-        self._closers = self._closer_ids()
         self.compiles = 0  # compilations actually run (cache misses), for tests and metrics
 
     # ---- construction --------------------------------------------------------------------
@@ -130,14 +108,6 @@ class GrammarCompiler:
         compiler._model = model  # keeps the vocab alive as long as the compiler
         return compiler
 
-    def _closer_ids(self) -> list[int]:
-        ids: list[int] = []
-        for text in _CLOSERS:
-            toks = self.tokenizer.tokenize_str(text)
-            if len(toks) == 1 and toks[0] not in ids:
-                ids.append(toks[0])
-        return ids
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -164,7 +134,7 @@ class GrammarCompiler:
         self, compiled: CompiledGrammar, max_new_tokens: int | None
     ) -> GrammarConstraint:
         """A fresh per-sequence constraint (one per choice)."""
-        closing = ClosingSearch(self._closers, self.eos, (self.n_vocab + 31) // 32)
+        closing = ClosingSearch(self.tokenizer, self.eos, (self.n_vocab + 31) // 32)
         return GrammarConstraint(
             compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
         )

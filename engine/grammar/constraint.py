@@ -23,28 +23,59 @@ logger = logging.getLogger(__name__)
 # Start looking for a closing path when this few tokens remain.
 CLOSING_WINDOW = 48
 # Bound on the matcher states one closing search visits.
-CLOSING_NODES = 400
+CLOSING_NODES = 96
+# Children tried per state.
+CLOSING_BRANCH = 3
+# Texts the search tries first, in order: inside a JSON string, and outside one.
+IN_STRING = ['"', '"}', '"]', '"}}', '"]}']
+OUTSIDE = ["}", "]", "0", '""', "null", "false", "[]", "{}", '"', "1", "true", "}}", "]}"]
+
+
+def scan_json(in_string: bool, escaped: bool, data: bytes) -> tuple[bool, bool]:
+    """Whether the text after ``data`` is inside a JSON string (and after a backslash)."""
+    for ch in data:
+        if escaped:
+            escaped = False
+        elif in_string and ch == 0x5C:  # backslash
+            escaped = True
+        elif ch == 0x22:  # quote
+            in_string = not in_string
+    return in_string, escaped
 
 
 class ClosingSearch:
-    """Depth-first search for a short completion, preferring tokens that close structures."""
+    """Depth-first search for a short completion, trying structure-closing tokens first.
 
-    def __init__(self, candidates: list[int], eos: frozenset[int], mask_words: int) -> None:
-        self.candidates = candidates
+    Candidates are checked with ``validate_tokens`` (no full mask); a full mask is computed only
+    when no candidate fits (e.g. a string with a minimum length, or an enum).
+    """
+
+    def __init__(
+        self, tokenizer: llguidance.LLTokenizer, eos: frozenset[int], mask_words: int
+    ) -> None:
+        self.tokenizer = tokenizer
         self.eos = eos
         self.mask = np.zeros(mask_words, dtype=np.int32)
+        self.inside = self._ids(IN_STRING)
+        self.outside = self._ids(OUTSIDE)
         self.nodes = 0
 
-    def find(self, matcher: llguidance.LLMatcher, max_len: int) -> list[int] | None:
+    def _ids(self, texts: list[str]) -> list[int]:
+        ids = []
+        for text in texts:
+            toks = self.tokenizer.tokenize_str(text)
+            if len(toks) == 1 and toks[0] not in ids:
+                ids.append(toks[0])
+        return ids
+
+    def find(
+        self, matcher: llguidance.LLMatcher, max_len: int, in_string: bool
+    ) -> list[int] | None:
         """Token ids that lead ``matcher`` to an accepting state, at most ``max_len`` of them."""
         self.nodes = 0
-        return self._dfs(matcher.deep_copy(), max_len)
+        return self._dfs(matcher.deep_copy(), max_len, in_string)
 
-    def _allowed(self, m: llguidance.LLMatcher) -> np.ndarray:
-        m.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
-        return self.mask
-
-    def _dfs(self, m: llguidance.LLMatcher, depth: int) -> list[int] | None:
+    def _dfs(self, m: llguidance.LLMatcher, depth: int, in_string: bool) -> list[int] | None:
         if m.is_accepting():
             return []
         self.nodes += 1
@@ -52,34 +83,34 @@ class ClosingSearch:
             return None
         forced = m.compute_ff_tokens()
         if forced:
-            if len(forced) > depth:
+            if len(forced) > depth or not m.consume_tokens(forced):
                 return None
-            child = m.deep_copy()
-            if not child.consume_tokens(forced):
-                return None
-            rest = self._dfs(child, depth - len(forced))
+            state, _ = scan_json(in_string, False, self.tokenizer.decode_bytes(forced))
+            rest = self._dfs(m, depth - len(forced), state)
             return None if rest is None else forced + rest
-        mask = self._allowed(m)
-        bits = np.unpackbits(mask.view(np.uint8), bitorder="little")
         tried = 0
-        for tok in self._options(bits):
+        for tok in self._options(m, in_string):
             child = m.deep_copy()
             if not child.consume_token(tok):
                 continue
-            rest = self._dfs(child, depth - 1)
+            state, _ = scan_json(in_string, False, self.tokenizer.decode_bytes([tok]))
+            rest = self._dfs(child, depth - 1, state)
             if rest is not None:
                 return [tok, *rest]
             tried += 1
-            if tried >= 4:
+            if tried >= CLOSING_BRANCH:
                 break
         return None
 
-    def _options(self, bits: np.ndarray) -> list[int]:
-        opts = [t for t in self.candidates if bits[t] and t not in self.eos]
-        if len(opts) < 2:  # e.g. an enum or a key name: take a few of the allowed tokens
-            allowed = np.flatnonzero(bits[: len(bits)])
-            opts += [int(t) for t in allowed[:8] if int(t) not in self.eos and int(t) not in opts]
-        return opts
+    def _options(self, m: llguidance.LLMatcher, in_string: bool) -> list[int]:
+        order = self.inside if in_string else self.outside
+        opts = [t for t in order if m.validate_tokens([t]) == 1]
+        if opts:
+            return opts
+        m.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
+        allowed = np.flatnonzero(np.unpackbits(self.mask.view(np.uint8), bitorder="little"))
+        allowed = [int(t) for t in allowed[:256] if int(t) not in self.eos]
+        return sorted(allowed, key=lambda t: len(self.tokenizer.decode_bytes([t])))[:CLOSING_BRANCH]
 
 
 class GrammarConstraint:
@@ -104,6 +135,8 @@ class GrammarConstraint:
         self._forced: list[int] = []
         self._allowed = np.zeros(0, dtype=np.int64)
         self._next_search = 0  # token count at which the next closing search runs
+        self._in_string = False  # JSON string state of the output so far (orders the search)
+        self._escaped = False
         self.truncated = False
         # The grammar text, for backends with their own grammar engine (set by BoundFormat).
         self.grammar: str | None = None
@@ -139,6 +172,9 @@ class GrammarConstraint:
 
     def advance(self, token_id: int) -> None:
         self.generated += 1
+        if self.closing is not None:
+            piece = self.closing.tokenizer.decode_bytes([token_id])
+            self._in_string, self._escaped = scan_json(self._in_string, self._escaped, piece)
         self._mask_valid = False
         if self._forced and self._forced[0] == token_id:
             self._forced.pop(0)
@@ -184,9 +220,10 @@ class GrammarConstraint:
             return
         if self.matcher.is_accepting():
             return
-        path = self.closing.find(self.matcher, remaining - 1)
+        path = self.closing.find(self.matcher, remaining - 1, self._in_string)
         if path is None:
             self.truncated = True  # no valid closing fits: the sequence will end "length"
+            self._next_search = self.generated + 1
             return
         self.truncated = False
         if len(path) + 1 >= remaining:

@@ -1,0 +1,110 @@
+"""Glue between the Engine facade and the grammar layer, kept here so the engine needs few lines.
+
+``GrammarSupport`` (one per engine) builds the ``GrammarCompiler`` from the backend's vocabulary on
+first use. ``bind`` turns a request whose ``response_format`` is a ``StructuredSpec`` into one whose
+``response_format`` is a ``BoundFormat``: compiled, with the tool description added to the chat,
+able to make one constraint per choice (``new_constraint``) and to finish each choice
+(``observe`` rewrites the last delta's finish reason and attaches the ``Outcome``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from engine.errors import InvalidRequestError
+from engine.grammar.compiler import CompiledGrammar, GrammarCompiler
+from engine.grammar.constraint import GrammarConstraint
+from engine.grammar.report import finalize
+from engine.grammar.spec import StructuredSpec
+from engine.grammar.tools import tools_prompt
+from engine.types import ChoiceDelta, FinishReason, GenerateRequest, GenerationEvent
+
+logger = logging.getLogger(__name__)
+
+
+class BoundFormat:
+    """A compiled format bound to one request: constraints per choice, and their outcomes."""
+
+    def __init__(self, compiler: GrammarCompiler, compiled: CompiledGrammar) -> None:
+        self.compiler = compiler
+        self.compiled = compiled
+        self.budget: int | None = None  # tokens each choice may produce (max_tokens or context)
+        self.constraints: list[GrammarConstraint] = []
+        self._texts: dict[int, list[str]] = {}
+
+    @property
+    def spec(self) -> StructuredSpec:
+        return self.compiled.spec
+
+    def new_constraint(self) -> GrammarConstraint:
+        """The constraint of the next choice (choices call this in index order)."""
+        constraint = self.compiler.constraint(self.compiled, self.budget)
+        # The grammar text, for backends that enforce it with their own engine (vLLM).
+        constraint.grammar = self.compiled.grammar
+        self.constraints.append(constraint)
+        return constraint
+
+    def observe(self, event: GenerationEvent) -> GenerationEvent:
+        """Collects each choice's text; on its last delta, decides its finish and attaches it."""
+        if not isinstance(event, ChoiceDelta):
+            return event
+        self._texts.setdefault(event.index, []).append(event.text)
+        if event.finish_reason is None or event.index >= len(self.constraints):
+            return event
+        text = "".join(self._texts[event.index])
+        reason = FinishReason(event.finish_reason)
+        outcome = finalize(self.compiled, self.constraints[event.index], text, reason)
+        return dataclasses.replace(event, finish_reason=outcome.finish_reason, structured=outcome)
+
+
+class GrammarSupport:
+    """Per-engine owner of the compiler (built lazily: the tokenizer takes ~3 s to build)."""
+
+    def __init__(self, **compiler_options: Any) -> None:
+        self._compiler: GrammarCompiler | None = None
+        self._lock = asyncio.Lock()
+        self._options = compiler_options
+
+    async def compiler(self, backend: Any) -> GrammarCompiler:
+        async with self._lock:
+            if self._compiler is None:
+                vocab = getattr(backend, "vocab", None)
+                # Backends without a llama.cpp vocab (vLLM) build the llguidance tokenizer.
+                ll_tokenizer = getattr(backend, "ll_tokenizer", None)
+                if vocab is None and ll_tokenizer is None:
+                    raise InvalidRequestError(
+                        f"structured output is not supported on the {backend.name} backend",
+                        param="response_format",
+                    )
+                eos = frozenset(backend.eos_token_ids)
+                if vocab is not None:
+                    self._compiler = await asyncio.to_thread(
+                        GrammarCompiler.from_vocab, vocab, eos, **self._options
+                    )
+                else:
+                    tok = await asyncio.to_thread(ll_tokenizer)
+                    self._compiler = GrammarCompiler(tok, backend.n_vocab, eos, **self._options)
+            return self._compiler
+
+    async def bind(self, req: GenerateRequest, backend: Any) -> GenerateRequest:
+        """Compiles the request's spec (400/422 on failure) and returns the request to run."""
+        spec = req.response_format
+        if not isinstance(spec, StructuredSpec):
+            return req
+        compiler = await self.compiler(backend)
+        compiled = await compiler.compile(spec)
+        messages = req.messages
+        if spec.kind == "tools" and messages is not None:
+            from models.chat_templates import ChatMessage
+
+            messages = [ChatMessage("system", tools_prompt(spec)), *messages]
+        return dataclasses.replace(
+            req, response_format=BoundFormat(compiler, compiled), messages=messages
+        )
+
+    def close(self) -> None:
+        if self._compiler is not None:
+            self._compiler.close()
