@@ -292,8 +292,8 @@ async def _start_runners(
 
 
 async def serve(args: argparse.Namespace) -> int:
-    if not (args.url or args.launch):
-        log.error("give --url or --launch for the server to measure")
+    if not (args.url or args.launch or args.offline):
+        log.error("give --url, --launch or --offline for what to measure")
         return 2
     settings, card, gguf = _card_and_gguf(args)
     model = args.model or card.id

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -204,10 +205,14 @@ class LlamaServer(_Process):
 
 
 class HearthServer(_Process):
-    """``python -m server serve --profile P --port N`` with ``HEARTH_*`` overrides in ``env``."""
+    """``python -m server serve --profile P --port N`` with ``HEARTH_*`` overrides in ``env``.
+
+    ``data_dir`` (default: a fresh temporary folder, removed on stop) keeps the server's DuckDB
+    file apart from any other Hearth on the machine; models are read from ``models_dir``.
+    """
 
     name = "hearth"
-    health_paths = ("/health/ready", "/readyz", "/health")
+    health_paths = ("/ready",)
 
     def __init__(
         self,
@@ -218,29 +223,35 @@ class HearthServer(_Process):
         log_file: Path | None = None,
         start_timeout_s: float = 180.0,
         python: str = sys.executable,
+        data_dir: Path | None = None,
+        models_dir: Path = ROOT / "data" / "models",
     ):
         super().__init__(port, log_file, start_timeout_s)
         self.profile = profile
         self.overrides = overrides or {}
         self.python = python
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="hearth-bench-")
+        self.data_dir = data_dir or Path(self._tmp.name)
+        self.models_dir = models_dir
 
     def command(self) -> list[str]:
         return [
-            self.python,
-            "-m",
-            "server",
-            "serve",
-            "--profile",
-            self.profile,
-            "--port",
-            str(self.port),
-        ]
+            self.python, "-m", "server", "serve", "--profile", self.profile,
+            "--data-dir", str(self.data_dir), "--port", str(self.port),
+        ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HEARTH_MODELS_DIR", str(self.models_dir.resolve()))
         env.update(self.overrides)
         return env
+
+    def stop(self) -> None:
+        super().stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def settings(self) -> dict[str, object]:
         return {"profile": self.profile, "overrides": dict(self.overrides)}

@@ -151,12 +151,13 @@ class RequestTimer:
 
 
 def engine_stats(engine: Any) -> Any | None:
-    """The engine's ``BackendStats`` if it exposes them (``stats()``), else None; never raises."""
-    fn = getattr(engine, "stats", None)
-    if fn is None:
+    """The backend's ``BackendStats`` (``engine.stats()`` or ``engine.backend.stats()``), or None
+    while there is no engine or backend; never raises."""
+    if engine is None:
         return None
     try:
-        return fn()
+        fn = getattr(engine, "stats", None)
+        return fn() if fn is not None else engine.backend.stats()
     except Exception:  # a scrape must not fail because the engine is starting or stopping
         log.debug("engine stats unavailable", exc_info=True)
         return None
