@@ -113,7 +113,7 @@ def decode_error(exc: Exception) -> InvalidRequestError:
         )
     if "depth" in text.lower() or "recursion" in text.lower():
         return InvalidRequestError("the JSON body is nested too deeply", code="invalid_json")
-    if "utf-8" in text.lower():
+    if isinstance(exc, UnicodeDecodeError) or "utf-8" in text.lower():
         return InvalidRequestError(f"the body is not valid UTF-8: {text}", code="invalid_json")
     return InvalidRequestError(f"the body is not valid JSON: {text}", code="invalid_json")
 

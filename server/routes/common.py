@@ -27,7 +27,7 @@ async def read_body(request: Request, cls: type[T]) -> T:
     raw = await request.body()
     try:
         return msgspec.json.decode(raw, type=cls)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise decode_error(exc) from None
 
 

@@ -6,12 +6,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 
 from engine import Engine
 from engine.errors import InvalidRequestError
 from engine.types import ChoiceDelta, GenerateRequest, GenerationDone, Usage
-from server import convert
+from server import convert, structured
 from server.routes.common import (
     SSE_DONE,
     engine_of,
@@ -99,20 +99,8 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
 
 
 def _response_format(engine: Engine, req: CompletionRequest | ChatCompletionRequest):
-    """Compile response_format / tools / structured_outputs, or None when unconstrained."""
-    tools = getattr(req, "tools", None)
-    rf = req.response_format
-    if rf is not None and rf.get("type") == "text":
-        rf = None
-    if rf is None and not tools and req.structured_outputs is None:
-        if getattr(req, "tool_choice", None) not in (None, "none"):
-            raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
-        return None
-    grammar = engine.services.get("grammar")
-    if grammar is None:
-        param = "tools" if tools else ("response_format" if rf else "structured_outputs")
-        raise InvalidRequestError(f"{param} is not supported by this server", param=param)
-    return grammar.compile_request(req)  # type: ignore[attr-defined]
+    """The request's structured-output spec (engine.grammar compiles it), or None."""
+    return structured.spec_of(req)
 
 
 # ---- chat completions -----------------------------------------------------------------------
@@ -126,6 +114,11 @@ async def chat_completions(request: Request) -> Any:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if req.top_logprobs is not None and not req.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= convert.MAX_LOGPROBS:
+        raise InvalidRequestError(
+            f"top_logprobs must be between 0 and {convert.MAX_LOGPROBS}, got {req.top_logprobs}",
+            param="top_logprobs",
+        )
     params = convert.sampling_params(
         req,
         max_tokens=max_tokens,
@@ -158,7 +151,8 @@ async def chat_completions(request: Request) -> Any:
     if req.stream:
         first = await _first_event(events, timer)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunks = _chat_sse(rid, req.model, req.n, first, events, include_usage, timer)
+        chunks = _chat_sse(rid, req.model, req.n, first, events, include_usage, timer,
+                           structured.ChatStreamShaper(gen.response_format))
         return sse_stream(rag_stream(rag, rid, req.model, chunks) if rag else chunks)
     result = await until_disconnect(request, _collect(events, req.n, timer))
     choices, done = result
@@ -196,7 +190,10 @@ async def _collect(events: AsyncIterator[Any], n: int, timer):
             timer.finish(status, usage.prompt_tokens, usage.completion_tokens)
 
 
-async def _chat_sse(rid, model, n, first, events, include_usage, timer) -> AsyncIterator[bytes]:
+async def _chat_sse(
+    rid, model, n, first, events, include_usage, timer, shaper=None
+) -> AsyncIterator[bytes]:
+    shaper = shaper or structured.ChatStreamShaper(None)
     created = int(time.time())
     usage = Usage(0, 0)
     status = 500
@@ -209,17 +206,23 @@ async def _chat_sse(rid, model, n, first, events, include_usage, timer) -> Async
                 continue
             if timer is not None and event.token_ids:
                 timer.tokens(len(event.token_ids))
-            if event.text or event.logprobs:
+            final = event.finish_reason is not None
+            deltas = shaper.deltas(event.index, event.text, final)
+            if event.logprobs and not deltas:
+                deltas = [{"content": ""}]
+            for j, delta in enumerate(deltas):
                 yield sse(
                     convert.chat_chunk(
-                        rid, model, created, {"content": event.text}, event.index,
-                        logprobs=event.logprobs,
+                        rid, model, created, delta, event.index,
+                        logprobs=event.logprobs if j == 0 else None,
                     )
                 )
-            if event.finish_reason is not None:
-                yield sse(
-                    convert.chat_chunk(rid, model, created, {}, event.index, str(event.finish_reason))
+            if final:
+                chunk = convert.chat_chunk(
+                    rid, model, created, {}, event.index, str(event.finish_reason)
                 )
+                chunk["choices"][0].update(shaper.finish_extra(event.structured))
+                yield sse(chunk)
         if include_usage:
             chunk = convert.chat_chunk(rid, model, created, {}, 0)
             chunk["choices"] = []
@@ -366,8 +369,11 @@ async def _completion_sse(rid, req, first, events, include_usage, timer, engine,
             index = k * req.n + event.index
             reason = str(event.finish_reason) if event.finish_reason is not None else None
             if event.text or lp or reason:
-                yield sse(convert.completion_chunk(rid, req.model, created, index, event.text,
-                                                   reason, lp))
+                chunk = convert.completion_chunk(rid, req.model, created, index, event.text,
+                                                 reason, lp)
+                chunk["choices"][0].update(structured.ChatStreamShaper.finish_extra(
+                    event.structured))
+                yield sse(chunk)
         if include_usage:
             yield sse({
                 "id": rid, "object": "text_completion", "created": created, "model": req.model,
