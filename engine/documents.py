@@ -19,8 +19,9 @@ from configs import Settings
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.ingest.chunker import Chunker
 from engine.ingest.extract import Limits, sniff
+from engine.ingest.inputs import DocumentInput
 from engine.ingest.jobs import JobRunner
-from engine.ingest.pipeline import DocumentInput, Ingestor, ItemResult
+from engine.ingest.pipeline import Ingestor, ItemResult
 from engine.retrieval import MODES, DenseParams, Hit, Retriever, gpu_available
 from engine.storage import (
     DEFAULT_TENANT,

@@ -22,11 +22,13 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.documents import DocumentService, RetrievedChunk
 from engine.errors import InvalidRequestError
 from models.chat_templates import ChatMessage
+
+if TYPE_CHECKING:
+    from engine.documents import DocumentService, RetrievedChunk
 
 REFUSAL_MESSAGE = (
     "I cannot answer this from the available documents: no passage matches the question closely "

@@ -10,10 +10,9 @@ is rebuilt from DuckDB at start-up.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from engine.errors import HearthError
 from engine.ingest.chunker import Chunker
 from engine.ingest.extract import TEXT, Extracted, Limits, extract
+from engine.ingest.inputs import DocumentInput
 from engine.retrieval import Retriever
 from engine.storage import Collection, Database, Document
 from engine.storage.corpus import FAILED, PROCESSING, READY, index_text
@@ -28,27 +28,6 @@ from engine.storage.corpus import FAILED, PROCESSING, READY, index_text
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class DocumentInput:
-    """An uploaded file (``data``) or a JSON document (``text``)."""
-
-    data: bytes | None = None
-    text: str | None = None
-    filename: str | None = None
-    client_id: str | None = None
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def content_hash(self) -> str:
-        raw = self.data if self.data is not None else (self.text or "").encode()
-        return hashlib.sha256(raw).hexdigest()
-
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else len((self.text or "").encode())
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,16 @@ their API keys. A key is returned once, at creation; only its hash is stored."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from engine.storage import ApiKey, Tenant
 from server.routes.documents import decode_body, service
+
+if TYPE_CHECKING:
+    from engine.storage import ApiKey, Tenant
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):

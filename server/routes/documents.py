@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from litestar import Request, Router, delete, get, post
@@ -17,10 +17,13 @@ from litestar.datastructures import UploadFile
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from engine.documents import DocumentInput, DocumentService, RetrievedChunk
 from engine.errors import InvalidRequestError
-from engine.storage import Collection, Document, Job
+from engine.ingest.inputs import DocumentInput
 from server.auth import documents_of, tenant_of
+
+if TYPE_CHECKING:  # the server imports no heavy library (faiss, torch) itself
+    from engine.documents import DocumentService, RetrievedChunk
+    from engine.storage import Collection, Document, Job
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Ingestion: extraction, chunking, the pipeline into storage and indexes, the job runner."""
