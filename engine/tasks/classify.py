@@ -3,7 +3,7 @@
 Two ways to build a classifier, one response shape:
 
 - **embedding**: trained from labelled examples. Features are the sentence embedding (L2-normalized,
-  384-dim) next to TF-IDF character n-grams of the text; the head is a multinomial logistic
+  384-dim) next to TF-IDF character and word n-grams of the text; the head is a multinomial logistic
   regression whose logits are temperature-scaled so that confidences are calibrated. Temperature
   and the abstention threshold are fitted on *held-back* predictions: out-of-fold predictions of a
   stratified k-fold over the examples, so no example is scored by a model that saw it.
@@ -44,8 +44,10 @@ MAX_LABEL_CHARS = 100
 DEFAULT_KEEP = 0.95
 # Regularization of the logistic regression (inverse strength), chosen on Banking77 splits.
 DEFAULT_C = 20.0
-# Weight of the embedding block next to the TF-IDF block (both rows have unit norm).
+# Weight of the embedding block next to the TF-IDF blocks (each block's rows have unit norm).
 EMBEDDING_WEIGHT = 2.0
+# From this many examples on, one held-back fold (not k) calibrates temperature and threshold.
+SINGLE_SPLIT_FROM = 2000
 
 
 @dataclass(frozen=True)
@@ -89,49 +91,65 @@ class Prediction:
 
 
 @dataclass
-class CharNgrams:
-    """TF-IDF of character n-grams (within word boundaries), rows L2-normalized.
+class Ngrams:
+    """TF-IDF of n-grams (``char_wb``: characters within word boundaries; ``word``: words), rows
+    L2-normalized. Held as a vocabulary and an IDF vector (not a pickled vectorizer) so it
+    serializes as plain data."""
 
-    Held as a vocabulary and IDF vector (not a pickled vectorizer) so it serializes as plain data.
-    """
-
+    analyzer: str
+    ngram_range: tuple[int, int]
     vocabulary: dict[str, int]
     idf: np.ndarray  # (V,) float32
-    ngram_range: tuple[int, int] = (2, 5)
 
-    @classmethod
-    def fit(cls, texts: Sequence[str], ngram_range: tuple[int, int] = (2, 5)) -> CharNgrams:
+    def _vectorizer(self, vocabulary: dict[str, int] | None = None, min_df: int = 1):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        min_df = 2 if len(texts) >= 200 else 1
-        vec = TfidfVectorizer(
-            analyzer="char_wb", ngram_range=ngram_range, sublinear_tf=True, min_df=min_df
-        )
-        vec.fit(texts)
-        vocab = {str(k): int(v) for k, v in vec.vocabulary_.items()}
-        return cls(vocab, vec.idf_.astype(np.float32), ngram_range)
-
-    def transform(self, texts: Sequence[str]):  # -> scipy.sparse.csr_matrix (n, V)
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        vec = TfidfVectorizer(
-            analyzer="char_wb",
+        return TfidfVectorizer(
+            analyzer=self.analyzer,
             ngram_range=self.ngram_range,
             sublinear_tf=True,
-            vocabulary=self.vocabulary,
+            min_df=min_df,
+            vocabulary=vocabulary,
         )
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], analyzer: str, ngram_range: tuple[int, int]) -> Ngrams:
+        empty = cls(analyzer, ngram_range, {}, np.zeros(0, dtype=np.float32))
+        vec = empty._vectorizer(min_df=2 if len(texts) >= 200 else 1)
+        try:
+            vec.fit(texts)
+        except ValueError:  # no n-gram survives (e.g. one-character texts)
+            return empty
+        vocab = {str(k): int(v) for k, v in vec.vocabulary_.items()}
+        return cls(analyzer, ngram_range, vocab, vec.idf_.astype(np.float32))
+
+    def transform(self, texts: Sequence[str]):  # -> scipy.sparse.csr_matrix (n, V)
+        import scipy.sparse as sp
+
+        if not self.vocabulary:
+            return sp.csr_matrix((len(texts), 0), dtype=np.float64)
+        vec = self._vectorizer(self.vocabulary)
         vec.idf_ = self.idf.astype(np.float64)
         return vec.transform(texts)
 
 
-def _features(embeddings: np.ndarray, texts: Sequence[str], chars: CharNgrams | None):
-    """Embeddings (n, D) [+ char n-grams (n, V)] → one feature matrix, sparse when chars is set."""
+#: The text features next to the embedding (measured on Banking77: each adds accuracy).
+NGRAM_SPECS: tuple[tuple[str, tuple[int, int]], ...] = (("char_wb", (2, 5)), ("word", (1, 2)))
+
+
+def fit_ngrams(texts: Sequence[str]) -> tuple[Ngrams, ...]:
+    return tuple(Ngrams.fit(texts, analyzer, rng) for analyzer, rng in NGRAM_SPECS)
+
+
+def _features(embeddings: np.ndarray, texts: Sequence[str], ngrams: tuple[Ngrams, ...]):
+    """Embeddings (n, D) [+ n-gram blocks] → one feature matrix (sparse when n-grams are used)."""
     dense = np.asarray(embeddings, dtype=np.float32) * EMBEDDING_WEIGHT
-    if chars is None:
+    if not ngrams:
         return dense
     import scipy.sparse as sp
 
-    return sp.hstack([sp.csr_matrix(dense), chars.transform(texts)], format="csr")
+    blocks = [sp.csr_matrix(dense), *(g.transform(texts) for g in ngrams)]
+    return sp.hstack(blocks, format="csr")
 
 
 # ---- the head -----------------------------------------------------------------------------------
@@ -217,14 +235,14 @@ class Classifier:
     descriptions: dict[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     head: LinearHead | None = None
-    chars: CharNgrams | None = None
+    ngrams: tuple[Ngrams, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
 
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """(n, L) calibrated probabilities of an embedding classifier."""
         if self.head is None:
             raise InvalidRequestError(f"classifier {self.name!r} has no trained head")
-        return self.head.probabilities(_features(embeddings, texts, self.chars))
+        return self.head.probabilities(_features(embeddings, texts, self.ngrams))
 
     def predict(
         self, texts: Sequence[str], probabilities: np.ndarray, top_k: int | None = None
@@ -263,16 +281,22 @@ class Classifier:
             "rules": [{"label": r.label, "pattern": r.pattern} for r in self.rules],
             "metrics": self.metrics,
             "temperature": self.head.temperature if self.head else None,
-            "vocabulary": self.chars.vocabulary if self.chars else None,
-            "ngram_range": list(self.chars.ngram_range) if self.chars else None,
+            "ngrams": [
+                {
+                    "analyzer": g.analyzer,
+                    "ngram_range": list(g.ngram_range),
+                    "vocabulary": g.vocabulary,
+                }
+                for g in self.ngrams
+            ],
         }
         arrays: dict[str, np.ndarray] = {
             "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         }
         if self.head is not None:
             arrays["weights"], arrays["bias"] = self.head.weights, self.head.bias
-        if self.chars is not None:
-            arrays["idf"] = self.chars.idf
+        for i, g in enumerate(self.ngrams):
+            arrays[f"idf_{i}"] = g.idf
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
@@ -286,9 +310,10 @@ class Classifier:
             head = None
             if "weights" in data:
                 head = LinearHead(data["weights"], data["bias"], float(meta["temperature"]))
-            chars = None
-            if "idf" in data:
-                chars = CharNgrams(meta["vocabulary"], data["idf"], tuple(meta["ngram_range"]))
+            ngrams = tuple(
+                Ngrams(g["analyzer"], tuple(g["ngram_range"]), g["vocabulary"], data[f"idf_{i}"])
+                for i, g in enumerate(meta["ngrams"])
+            )
         return cls(
             name=meta["name"],
             labels=tuple(meta["labels"]),
@@ -297,7 +322,7 @@ class Classifier:
             descriptions=dict(meta["descriptions"]),
             rules=tuple(Rule(r["label"], r["pattern"]) for r in meta["rules"]),
             head=head,
-            chars=chars,
+            ngrams=ngrams,
             metrics=dict(meta["metrics"]),
         )
 
@@ -353,7 +378,7 @@ def check_examples(examples: Sequence[Example]) -> list[str]:
 # ---- training -----------------------------------------------------------------------------------
 
 
-def _out_of_fold_logits(
+def _held_back_logits(
     embeddings: np.ndarray,
     texts: Sequence[str],
     y: np.ndarray,
@@ -361,28 +386,33 @@ def _out_of_fold_logits(
     *,
     folds: int,
     c: float,
-    use_chars: bool,
+    use_ngrams: bool,
     seed: int,
-) -> np.ndarray:
-    """Logits of every example from a model trained on the other folds (stratified k-fold)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, logits) of held-back examples, each scored by a model that did not see it.
+
+    Stratified k-fold over all examples when the set is small; for a large set
+    (``SINGLE_SPLIT_FROM`` examples or more) only the first fold is held back, which is plenty to
+    fit one temperature and one threshold and costs one extra fit instead of k.
+    """
     from sklearn.model_selection import StratifiedKFold
 
-    logits = np.zeros((len(y), n_labels))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     text_array = np.asarray(texts, dtype=object)
+    held_all, logits_all = [], []
     for train_idx, held_idx in splitter.split(embeddings, y):
-        chars = CharNgrams.fit(list(text_array[train_idx])) if use_chars else None
+        train_texts = list(text_array[train_idx])
+        ngrams = fit_ngrams(train_texts) if use_ngrams else ()
         head = _fit_logreg(
-            _features(embeddings[train_idx], list(text_array[train_idx]), chars),
-            y[train_idx],
-            n_labels,
-            c,
-            seed,
+            _features(embeddings[train_idx], train_texts, ngrams), y[train_idx], n_labels, c, seed
         )
-        logits[held_idx] = head.logits(
-            _features(embeddings[held_idx], list(text_array[held_idx]), chars)
+        held_all.append(held_idx)
+        logits_all.append(
+            head.logits(_features(embeddings[held_idx], list(text_array[held_idx]), ngrams))
         )
-    return logits
+        if len(y) >= SINGLE_SPLIT_FROM:
+            break
+    return np.concatenate(held_all), np.vstack(logits_all)
 
 
 def train(
@@ -395,16 +425,16 @@ def train(
     abstain_threshold: float | None = None,
     keep: float = DEFAULT_KEEP,
     c: float = DEFAULT_C,
-    use_chars: bool = True,
+    use_ngrams: bool = True,
     folds: int = 5,
     seed: int = 0,
 ) -> Classifier:
     """Train an embedding classifier from examples and their embeddings (n, D), row i ↔ example i.
 
-    Temperature and threshold come from out-of-fold predictions (up to ``folds`` folds, fewer when
-    a label has fewer examples); with a single example for some label there is nothing to hold
-    back, so the temperature stays 1 and the threshold is ``abstain_threshold`` or 0. CPU-bound:
-    run it in a worker thread.
+    Temperature and threshold come from held-back predictions (see :func:`_held_back_logits`;
+    fewer folds when a label has fewer examples). With a single example for some label nothing
+    can be held back: the temperature stays 1 and the threshold is ``abstain_threshold`` or 0.
+    CPU-bound (seconds for hundreds of examples, minutes for ten thousand): run it in a thread.
     """
     started = time.perf_counter()
     labels = check_examples(examples)
@@ -418,16 +448,16 @@ def train(
     metrics: dict[str, float] = {"examples": float(len(examples)), "labels": float(len(labels))}
     temperature, threshold = 1.0, 0.0
     if k >= 2:
-        logits = _out_of_fold_logits(
-            embeddings, texts, y, len(labels), folds=k, c=c, use_chars=use_chars, seed=seed
+        held, logits = _held_back_logits(
+            embeddings, texts, y, len(labels), folds=k, c=c, use_ngrams=use_ngrams, seed=seed
         )
-        temperature = fit_temperature(logits, y)
+        temperature = fit_temperature(logits, y[held])
         probs = softmax(logits / temperature)
-        correct = probs.argmax(axis=1) == y
+        correct = probs.argmax(axis=1) == y[held]
         threshold = choose_threshold(probs.max(axis=1), correct, keep)
-        metrics.update(heldout_accuracy=float(correct.mean()), heldout_folds=float(k))
-    chars = CharNgrams.fit(texts) if use_chars else None
-    head = _fit_logreg(_features(embeddings, texts, chars), y, len(labels), c, seed)
+        metrics.update(heldout_accuracy=float(correct.mean()), heldout_examples=float(len(held)))
+    ngrams = fit_ngrams(texts) if use_ngrams else ()
+    head = _fit_logreg(_features(embeddings, texts, ngrams), y, len(labels), c, seed)
     head.temperature = temperature
     metrics["train_seconds"] = round(time.perf_counter() - started, 3)
     logger.info("trained classifier %s: %s", name, metrics)
@@ -439,7 +469,7 @@ def train(
         descriptions=dict(descriptions or {}),
         rules=tuple(rules),
         head=head,
-        chars=chars,
+        ngrams=ngrams,
         metrics=metrics,
     )
 

@@ -247,29 +247,58 @@ def resolve_field(
     return model_value, ("none" if _empty(model_value) else "model"), False, None
 
 
+def _allows_null(prop: dict[str, Any]) -> bool:
+    return jsonschema.Draft202012Validator(prop).is_valid(None)
+
+
 def assemble(
     text: str, schema: dict[str, Any], model_obj: dict[str, Any], completion: Completion | None
 ) -> Extraction:
-    """Apply validators/fallbacks to the model's object and attach confidences and spans."""
-    validator = _validator(schema)
+    """Apply validators/fallbacks to the model's object and attach confidences and spans.
+
+    Each value is checked against its own property schema (so one field's fallback does not
+    depend on the others); a required property the model left out is null when it may be.
+    """
     offsets = value_offsets(completion.text) if completion else {}
     obj = dict(model_obj)
     fields: dict[str, FieldResult] = {}
+    required = set(schema.get("required") or ())
     for name, prop in schema["properties"].items():
         prop = prop if isinstance(prop, dict) else {}
-
-        def schema_ok(value: Any, name: str = name) -> bool:
-            return validator.is_valid({**obj, name: value})
-
-        value, source, valid, found = resolve_field(name, prop, obj.get(name), text, schema_ok)
-        if source == "fallback" or name in obj or value is not None:
+        prop_validator = jsonschema.Draft202012Validator(
+            prop, format_checker=jsonschema.FormatChecker()
+        )
+        value, source, valid, found = resolve_field(
+            name, prop, obj.get(name), text, prop_validator.is_valid
+        )
+        if name in obj or value is not None or (name in required and _allows_null(prop)):
             obj[name] = value
         confidence = None
         if source == "model" and completion is not None and name in offsets:
             confidence = value_confidence(completion, offsets[name])
         span = (found.start, found.end) if found else find_span(text, value)
         fields[name] = FieldResult(value, confidence, span, source, valid)
-    return Extraction(obj, fields, validator.is_valid(obj), completion.text if completion else "")
+    return Extraction(obj, fields, is_valid(schema, obj), completion.text if completion else "")
+
+
+#: Longest string the model may write for a field that sets no maxLength (bounds runaway output).
+DEFAULT_MAX_LENGTH = 200
+_TYPE_MAX_LENGTH = {"email": 254, "phone": 32, "order_id": 12, "date": 40, "money": 40}
+
+
+def model_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema the model decodes under: string properties get a maxLength (a small model can
+    repeat a character until max_tokens, which would cut the JSON)."""
+    props = {}
+    for name, prop in schema["properties"].items():
+        prop = dict(prop) if isinstance(prop, dict) else {}
+        kinds = prop.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if "string" in kinds and "maxLength" not in prop and "enum" not in prop:
+            kind = field_type_for(name, prop)
+            prop["maxLength"] = _TYPE_MAX_LENGTH.get(kind.name, 64) if kind else DEFAULT_MAX_LENGTH
+        props[name] = prop
+    return {**schema, "properties": props}
 
 
 def _parse_object(raw: str) -> dict[str, Any]:

@@ -73,53 +73,23 @@ def strip_extensions(schema: Any) -> Any:
     return schema
 
 
-@dataclass
-class _Constrained:
-    """A compiled response format as the engine takes it: one constraint per sequence."""
-
-    compiler: Any
-    compiled: Any
-    max_tokens: int
-
-    def new_constraint(self) -> Any:
-        return self.compiler.constraint(self.compiled, self.max_tokens)
-
-
 class EngineLLM:
     """:class:`TaskLLM` over the Engine facade (``engine.generate``, ``engine.tokenize_prompt``).
 
-    JSON Schemas are compiled with the engine's grammar compiler (``engine.grammar``, or the
-    ``"grammar"`` entry of ``engine.services``); without one, a compiler is built from the model's
-    vocabulary once and kept.
+    A JSON Schema goes to the engine as a ``StructuredSpec``; the engine's grammar support compiles
+    it (cached) and constrains every sampled token, so the output is valid JSON under the schema
+    (closed in time for ``max_tokens``).
     """
 
     def __init__(self, engine: Any, model: str | None = None) -> None:
         self.engine = engine
         self.model = model or engine.settings.llm.model
-        self._compiler: Any = None
 
-    def _grammar(self) -> Any:
-        found = getattr(self.engine, "grammar", None) or self.engine.services.get("grammar")
-        if found is not None:
-            return found
-        if self._compiler is None:
-            from engine.grammar import GrammarCompiler
-
-            path = self.engine.settings.models_dir / self.engine.card.file
-            self._compiler = GrammarCompiler.from_gguf(path, self.engine.backend.eos_token_ids)
-        return self._compiler
-
-    async def _response_format(self, schema: dict[str, Any], max_tokens: int) -> _Constrained:
+    @staticmethod
+    def _response_format(schema: dict[str, Any]) -> Any:
         from engine.grammar import build_spec
 
-        spec = build_spec(response_format=json_schema_format(strip_extensions(schema)))
-        compiler = self._grammar()
-        return _Constrained(compiler, await compiler.compile(spec), max_tokens)
-
-    async def close(self) -> None:
-        if self._compiler is not None:
-            self._compiler.close()
-            self._compiler = None
+        return build_spec(response_format=json_schema_format(strip_extensions(schema)))
 
     async def complete(
         self, prompt: str, *, schema: dict[str, Any] | None = None, max_tokens: int = 256
@@ -129,9 +99,7 @@ class EngineLLM:
             model=self.model,
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0),
             prompt=prompt,
-            response_format=(
-                await self._response_format(schema, max_tokens) if schema is not None else None
-            ),
+            response_format=self._response_format(schema) if schema is not None else None,
         )
         started = time.perf_counter()
         out = Completion(text="")

@@ -71,7 +71,9 @@ class ScriptedLLM:
         self, prompt: str, *, schema: dict[str, Any] | None = None, max_tokens: int = 256
     ) -> Completion:
         self.calls += 1
-        text = json.dumps(self.obj)
+        props = (schema or {}).get("properties")
+        obj = {k: v for k, v in self.obj.items() if props is None or k in props}
+        text = json.dumps(obj)
         tokens = [TokenLogprob(text[i : i + 3].encode(), -0.05) for i in range(0, len(text), 3)]
         return Completion(
             text,
