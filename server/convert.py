@@ -212,13 +212,24 @@ class ChoiceAccumulator:
         self.text: list[str] = []
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
+        self.structured: Any = None  # engine.grammar Outcome of a constrained choice
 
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.text)
+        if delta.structured is not None:
+            self.structured = delta.structured
         if delta.logprobs:
             self.logprobs.extend(delta.logprobs)
         if delta.finish_reason is not None:
             self.finish_reason = str(delta.finish_reason)
+
+
+def _with_outcome(choice: dict[str, Any], acc: ChoiceAccumulator, *, chat: bool) -> dict:
+    """Structured output: tool calls and the schema report (server.structured)."""
+    from server.structured import apply_outcome
+
+    apply_outcome(choice, acc.structured, chat=chat)
+    return choice
 
 
 def chat_response(
@@ -231,12 +242,15 @@ def chat_response(
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {
-                "index": c.index,
-                "message": {"role": "assistant", "content": "".join(c.text)},
-                "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
-                "finish_reason": c.finish_reason,
-            }
+            _with_outcome(
+                {
+                    "index": c.index,
+                    "message": {"role": "assistant", "content": "".join(c.text)},
+                    "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
+                    "finish_reason": c.finish_reason,
+                },
+                c, chat=True,
+            )
             for c in sorted(choices, key=lambda c: c.index)
         ],
         "usage": usage_dict(done.usage),
@@ -275,12 +289,15 @@ def completion_response(
         if echo_text and want_logprobs and done.prompt_logprobs:
             entries = list(done.prompt_logprobs) + entries
         out.append(
-            {
-                "index": c.index + index_offset,
-                "text": echo_text + "".join(c.text),
-                "logprobs": completion_logprobs(entries) if want_logprobs else None,
-                "finish_reason": c.finish_reason,
-            }
+            _with_outcome(
+                {
+                    "index": c.index + index_offset,
+                    "text": echo_text + "".join(c.text),
+                    "logprobs": completion_logprobs(entries) if want_logprobs else None,
+                    "finish_reason": c.finish_reason,
+                },
+                c, chat=False,
+            )
         )
     return out
 
