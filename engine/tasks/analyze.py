@@ -273,9 +273,11 @@ class Analyzer:
     def plan(self, parts: Sequence[str], tasks: Sequence[str]) -> tuple[list[str], int]:
         """Pieces and the number of model steps (the progress total)."""
         pieces = split_pieces(parts, self.piece_chars)
-        per_piece = sum(1 for t in tasks if t in TASKS)
-        reduce = 1 if "summary" in tasks and len(pieces) > 1 else 0
-        return pieces, max(1, len(pieces) * per_piece + reduce)
+        lists = sum(1 for t in tasks if t in ("action_items", "risks"))
+        summary = "summary" in tasks
+        # One piece: its summaries are written from the text directly (no map step for them).
+        per_piece = lists + (1 if summary and len(pieces) > 1 else 0)
+        return pieces, max(1, len(pieces) * per_piece + (1 if summary else 0))
 
     async def run(
         self, parts: Sequence[str], tasks: Sequence[str], report: Report | None = None
@@ -296,7 +298,7 @@ class Analyzer:
         risks: list[dict[str, Any]] = []
         fallback = {t: self.llm is None for t in tasks}
         for piece in pieces:
-            if "summary" in tasks:
+            if "summary" in tasks and len(pieces) > 1:
                 got = await self._piece_summary(piece, analysis.usage["summary"])
                 fallback["summary"] |= got is None
                 partial.append(got or " ".join(extractive_summary(piece)["medium"].split()))
@@ -315,8 +317,7 @@ class Analyzer:
             summary, used_fallback = await self._reduce(text, partial, analysis, len(pieces))
             analysis.results["summary"] = {**summary}
             fallback["summary"] |= used_fallback
-            if len(pieces) > 1:
-                await step()
+            await step()
         if "action_items" in tasks:
             analysis.results["action_items"] = {
                 "action_items": _dedupe([_normalize_item(i) for i in items], "title")
