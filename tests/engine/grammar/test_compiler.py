@@ -1,0 +1,301 @@
+"""Compilation, cache, constraint and outcome against Gemma's real 262,144-token vocabulary.
+
+Sequences are sampled from random logits through the real mask: whatever the "model" prefers, a
+``stop`` outcome must validate. Needs the GGUF file (vocabulary only is loaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import jsonschema
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.errors import InvalidRequestError, UnprocessableError
+from engine.grammar import GrammarCompiler, build_spec, finalize
+from engine.grammar.compiler import CompiledGrammar
+from engine.types import FinishReason
+from tests.docfixtures import models_dir
+
+GGUF = "gemma-3-270m-q4km/gemma-3-270m-Q4_K_M.gguf"
+EOS = frozenset({1, 106, 212})
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "tags"],
+    "additionalProperties": False,
+}
+# Sixty patterned strings: a real lexer, cheap enough for the default limits.
+BIG = {
+    "type": "object",
+    "properties": {
+        f"p{i}": {"type": "string", "pattern": f"^[a-z]{{{i},{i + 40}}}[0-9]+$"} for i in range(60)
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def compiler() -> GrammarCompiler:
+    path = models_dir() / GGUF
+    if not path.exists():
+        pytest.skip(f"model file missing: {path} (run: python -m server install-models)")
+    return GrammarCompiler.from_gguf(path, EOS)
+
+
+def _json_spec(schema: object, **extra: object):
+    return build_spec(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "s", "schema": schema, **extra},
+        }
+    )
+
+
+def sample(compiler: GrammarCompiler, compiled: CompiledGrammar, budget: int, seed: int):
+    """Random-logit generation through the real mask; returns (text, outcome)."""
+    rng = np.random.default_rng(seed)
+    con = compiler.constraint(compiled, budget)
+    tokens: list[int] = []
+    reason = FinishReason.LENGTH
+    for _ in range(budget):
+        logits = rng.standard_normal(compiler.n_vocab).astype(np.float32)
+        con.prepare()
+        con.mask_logits(logits)
+        tok = int(np.argmax(logits))
+        assert np.isfinite(logits[tok])
+        if tok in EOS:
+            reason = FinishReason.STOP
+            break
+        tokens.append(tok)
+        con.advance(tok)
+        if con.is_complete():
+            reason = FinishReason.STOP
+            break
+    text = compiler.tokenizer.decode_str(tokens)
+    return text, finalize(compiled, con, text, reason)
+
+
+def test_json_schema_outputs_validate(compiler: GrammarCompiler) -> None:
+    compiled = compiler.compile_sync(_json_spec(PERSON))
+    for seed in range(3):
+        text, outcome = sample(compiler, compiled, 96, seed)
+        assert outcome.finish_reason == FinishReason.STOP, text
+        jsonschema.validate(json.loads(text), PERSON)
+        assert outcome.report.valid and "maxLength" in outcome.report.enforced_by_grammar
+        assert " " not in text.replace(json.loads(text)["name"], "")  # no whitespace padding
+
+
+@pytest.mark.parametrize(
+    ("field", "check"),
+    [
+        (
+            {"regex": r"[0-9]{3}-[a-z]{2,4}"},
+            lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2,4}", t) is not None,
+        ),
+        ({"choice": ["red", "green", 'say "x"']}, lambda t: t in ("red", "green", 'say "x"')),
+        ({"grammar": 'root ::= "n=" [0-9] [0-9]?'}, lambda t: re.fullmatch(r"n=\d\d?", t)),
+        ({"grammar": 'start: "v" NUM\nNUM: /[1-9]/'}, lambda t: re.fullmatch(r"v[1-9]", t)),
+        ({"json_object": True}, lambda t: isinstance(json.loads(t), dict)),
+    ],
+)
+def test_extras_constrain_output(compiler: GrammarCompiler, field: dict, check) -> None:
+    compiled = compiler.compile_sync(build_spec(structured_outputs=field))
+    text, outcome = sample(compiler, compiled, 64, 1)
+    assert outcome.finish_reason == FinishReason.STOP and check(text), text
+
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [
+        ({"regex": "(unclosed"}, "invalid_regex"),
+        ({"grammar": "start: undefined_rule"}, "invalid_grammar"),
+        ({"grammar": 'root ::= "a" ('}, "invalid_grammar"),
+    ],
+)
+def test_bad_regex_and_grammar_are_400(compiler: GrammarCompiler, field: dict, code: str) -> None:
+    with pytest.raises(InvalidRequestError) as exc:
+        compiler.compile_sync(build_spec(structured_outputs=field))
+    assert exc.value.code == code and exc.value.param.startswith("structured_outputs")
+
+
+def test_schema_beyond_limits_is_422(compiler: GrammarCompiler) -> None:
+    tight = GrammarCompiler(
+        compiler.tokenizer,
+        compiler.n_vocab,
+        EOS,
+        limits={"max_grammar_size": 50, "verbose_errors": False},
+    )
+    with pytest.raises(UnprocessableError) as exc:
+        tight.compile_sync(_json_spec(BIG))
+    assert "schema too complex" in exc.value.message and exc.value.status == 422
+
+
+def test_compile_timeout_is_422_and_loop_stays_responsive(compiler: GrammarCompiler) -> None:
+    slow = GrammarCompiler(compiler.tokenizer, compiler.n_vocab, EOS, timeout_s=1e-4)
+
+    async def run() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        with pytest.raises(UnprocessableError) as exc:
+            await slow.compile(_json_spec(BIG))
+        task.cancel()
+        assert exc.value.code == "schema_too_complex"
+        return ticks
+
+    assert asyncio.run(run()) > 0
+
+
+def test_cache_hits_single_flight_and_byte_bound(compiler: GrammarCompiler) -> None:
+    local = GrammarCompiler(compiler.tokenizer, compiler.n_vocab, EOS)
+    spec = _json_spec(PERSON)
+
+    async def many() -> list[CompiledGrammar]:
+        return await asyncio.gather(*(local.compile(spec) for _ in range(8)))
+
+    results = asyncio.run(many())
+    assert local.compiles == 1 and all(r is results[0] for r in results)
+    asyncio.run(local.compile(_json_spec(PERSON)))
+    assert local.compiles == 1
+    small = GrammarCompiler(
+        compiler.tokenizer, compiler.n_vocab, EOS, cache_bytes=results[0].nbytes * 2 + 1
+    )
+    for n in range(5):
+        asyncio.run(small.compile(build_spec(structured_outputs={"regex": f"[a-z]{{{n + 1}}}"})))
+    info = small.cache_info()
+    assert info["bytes"] <= info["limit"] and info["entries"] < 5
+
+
+def test_budget_aware_closing(compiler: GrammarCompiler) -> None:
+    compiled = compiler.compile_sync(_json_spec(PERSON))
+    for seed in range(3):
+        text, outcome = sample(compiler, compiled, 24, seed)
+        assert outcome.finish_reason == FinishReason.STOP, text
+        jsonschema.validate(json.loads(text), PERSON)
+    text, outcome = sample(compiler, compiled, 4, 0)
+    assert outcome.finish_reason == FinishReason.LENGTH
+    assert outcome.report.error == "truncated" and outcome.report.valid is False
+
+
+def test_keyword_validated_after_generation_fails_closed(compiler: GrammarCompiler) -> None:
+    schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
+    compiled = compiler.compile_sync(_json_spec(schema))
+    assert compiled.analysis is not None
+    assert compiled.analysis.validated_after_generation == ("uniqueItems",)
+    for text, want in (("[1,2]", FinishReason.STOP), ("[1,1]", FinishReason.CONTENT_FILTER)):
+        con = compiler.constraint(compiled, 32)
+        for tok in compiler.tokenizer.tokenize_str(text):
+            con.advance(tok)
+        outcome = finalize(compiled, con, text, FinishReason.STOP)
+        assert outcome.finish_reason == want
+        assert outcome.report.valid is (want == FinishReason.STOP)
+
+
+def test_tool_calls_are_constrained_and_parsed(compiler: GrammarCompiler) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+                    "required": ["x", "y"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    for choice in ("required", {"type": "function", "function": {"name": "add"}}):
+        compiled = compiler.compile_sync(build_spec(tools=tools, tool_choice=choice))
+        text, outcome = sample(compiler, compiled, 64, 3)
+        assert outcome.finish_reason == FinishReason.TOOL_CALLS, text
+        assert outcome.tool_calls and outcome.tool_calls[0].name == "add"
+        assert set(json.loads(outcome.tool_calls[0].arguments)) == {"x", "y"}
+
+
+def test_mask_is_fast_enough_to_overlap_decode(compiler: GrammarCompiler) -> None:
+    """Records the per-token mask cost (no threshold: the machine is shared)."""
+    compiled = compiler.compile_sync(_json_spec(PERSON))
+    con = compiler.constraint(compiled, 64)
+    t0 = time.perf_counter()
+    con.prepare()
+    assert con.mask_times and time.perf_counter() - t0 >= con.mask_times[0]
+
+
+# ---- property: any schema, any logits → a stop outcome validates ------------------------------
+
+_leaf = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.just("string")},
+        optional={"maxLength": st.integers(0, 8), "minLength": st.integers(0, 3)},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("integer")},
+        optional={"minimum": st.integers(-5, 5), "maximum": st.integers(6, 99)},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("number")}, optional={"exclusiveMinimum": st.integers(-5, 0)}
+    ),
+    st.just({"type": "boolean"}),
+    st.just({"type": "null"}),
+    st.lists(st.text("abc", min_size=1, max_size=3), min_size=1, max_size=3, unique=True).map(
+        lambda xs: {"enum": xs}
+    ),
+)
+_schema = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(
+        st.builds(
+            lambda items, n: {"type": "array", "items": items, "maxItems": n},
+            inner,
+            st.integers(0, 3),
+        ),
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c", "d"]), inner, min_size=1, max_size=3
+        ).flatmap(
+            lambda props: st.builds(
+                lambda req, extra: {
+                    "type": "object",
+                    "properties": props,
+                    "required": sorted(req),
+                    "additionalProperties": extra,
+                },
+                st.sets(st.sampled_from(sorted(props))),
+                st.just(False),
+            )
+        ),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=_schema, seed=st.integers(0, 2**16), budget=st.integers(8, 80))
+def test_property_stop_outputs_validate(
+    compiler: GrammarCompiler, schema: dict, seed: int, budget: int
+) -> None:
+    compiled = compiler.compile_sync(_json_spec(schema))
+    text, outcome = sample(compiler, compiled, budget, seed)
+    if outcome.finish_reason == FinishReason.STOP:
+        jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        ).validate(json.loads(text))
+    else:
+        assert outcome.finish_reason == FinishReason.LENGTH and outcome.report.error == "truncated"
