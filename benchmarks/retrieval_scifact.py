@@ -104,13 +104,17 @@ async def run_scifact(args: argparse.Namespace) -> None:
         "chunk_overlap": col.chunk_overlap,
         "profile": args.profile,
     }
+    made = [r for r in job.result or [] if r["outcome"] in ("created", "replaced")]
+    new_chunks = sum(r.get("chunks", 0) for r in made)
     ingest_figures = {
         "ingest_s": round(ingest_s, 2),
-        "chunks_per_s": round(stats["chunks"] / ingest_s, 1),
+        "documents_ingested": len(made),  # fewer than all on a resumed run (kept --data-dir)
+        "chunks_ingested": new_chunks,
+        "chunks_per_s": round(new_chunks / ingest_s, 1),
         "documents_failed": job.failed,
         **build,
     }
-    if job.skipped < len(items):  # a rerun on a kept --data-dir ingests nothing: no figures
+    if made:  # a rerun on a kept --data-dir may ingest nothing: then no figures
         emit(args, "retrieval_ingest", common, ingest_figures)
     for mode in args.modes:
         figures = await _evaluate(svc, queries, qrels, mode)

@@ -366,3 +366,38 @@ def test_two_tenants_with_canaries_never_meet(keyed_server: Server) -> None:
     assert b.get("/v1/sessions/shared-id/messages").status_code == 404
     models = {m.id for m in client.models.list().data}
     assert "rag/kb" in models
+
+
+def test_kill_9_during_ingestion_then_restart(tmp_path: Path) -> None:
+    """Every document ends complete or cleanly failed; uploading again completes the rest."""
+    server = Server(tmp_path)
+    server.start()
+    http = httpx.Client(base_url=server.url, timeout=600)
+    ok(http.post("/v1/collections", json={"name": "kb"}), 201)
+    words = " ".join(f"term{i}" for i in range(300))
+    docs = [{"id": f"d{n}", "text": f"Document {n}. {words}"} for n in range(80)]
+    job = ok(http.post("/v1/collections/kb/documents", json={"documents": docs}), 202)
+    with http.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=600) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and json.loads(line[5:])["done"] >= 2:
+                break
+    assert server.proc is not None
+    server.proc.kill()  # SIGKILL, mid-job
+    server.proc.wait()
+    http.close()
+    server.start()
+    http = httpx.Client(base_url=server.url, timeout=600)
+    listed = ok(http.get("/v1/collections/kb/documents", params={"limit": 1000}))["data"]
+    assert listed and {d["status"] for d in listed} <= {"ready", "failed"}
+    assert all(d["chunks"] > 0 for d in listed if d["status"] == "ready")
+    assert all(d["chunks"] == 0 and d["error"] for d in listed if d["status"] == "failed")
+    stats = ok(http.get("/v1/collections/kb"))
+    assert stats["index"]["vectors"] == stats["chunks"]
+    assert ok(http.get(f"/v1/jobs/{job['id']}"))["status"] == "failed"
+    ready = sum(d["status"] == "ready" for d in listed)
+    retry = ok(http.post("/v1/collections/kb/documents", json={"documents": docs}), 202)
+    final = wait_job(http, retry["id"])[-1]
+    assert final["status"] == "succeeded" and final["skipped"] == ready
+    assert final["done"] == len(docs) - ready
+    http.close()
+    server.stop()
