@@ -27,7 +27,7 @@ from llguidance.gbnf_to_lark import any_to_lark
 
 from engine.errors import InvalidRequestError, UnprocessableError
 from engine.grammar.constraint import ClosingSearch, GrammarConstraint
-from engine.grammar.schema_check import SchemaAnalysis, check_schema
+from engine.grammar.schema_check import SchemaAnalysis, check_schema, grammar_schema
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import JSON_OPTIONS, tools_lark
 
@@ -186,9 +186,20 @@ class GrammarCompiler:
         M = llguidance.LLMatcher
         if spec.kind in ("json_object", "json_schema"):
             analysis = check_schema(spec.schema, param=spec.param, lenient=spec.lenient)
-            opts = {**JSON_OPTIONS, "lenient": analysis.needs_lenient_compile}
+            if spec.schema is False:
+                raise InvalidRequestError(
+                    "schema is false: no output can be valid",
+                    param=spec.param,
+                    code="invalid_schema",
+                )
+            opts = {
+                **JSON_OPTIONS,
+                "lenient": analysis.needs_lenient_compile,
+                "coerce_one_of": True,
+            }
             try:
-                return M.grammar_from_json_schema(spec.schema, defaults=opts), analysis, ()
+                schema = grammar_schema(spec.schema)
+                return M.grammar_from_json_schema(schema, defaults=opts), analysis, ()
             except ValueError as exc:
                 raise InvalidRequestError(
                     f"invalid JSON Schema: {exc}", param=spec.param, code="invalid_schema"
@@ -224,11 +235,6 @@ class GrammarCompiler:
         return grammar, analysis, tuple(analyses[: len(spec.tools)])
 
     def _matcher(self, grammar: str, spec: StructuredSpec) -> llguidance.LLMatcher:
-        is_err, msgs = llguidance.LLMatcher.validate_grammar_with_warnings(
-            grammar, self.tokenizer, limits=self.limits
-        )
-        if is_err:
-            raise self._classify(spec, msgs[0] if msgs else "invalid grammar")
         matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0, limits=self.limits)
         if matcher.is_error():
             raise self._classify(spec, matcher.get_error())

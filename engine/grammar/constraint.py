@@ -20,6 +20,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+_NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf
+
 # Start looking for a closing path when this few tokens remain.
 CLOSING_WINDOW = 48
 # Bound on the matcher states one closing search visits.
@@ -133,7 +135,8 @@ class GrammarConstraint:
         self.mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
         self._mask_valid = False
         self._forced: list[int] = []
-        self._allowed = np.zeros(0, dtype=np.int64)
+        self._bias_bits = np.zeros(n_vocab, dtype=np.uint32)  # float32 bit patterns
+        self._n_allowed = 0
         self._next_search = 0  # token count at which the next closing search runs
         self._in_string = False  # JSON string state of the output so far (orders the search)
         self._escaped = False
@@ -144,31 +147,37 @@ class GrammarConstraint:
 
     # ---- TokenConstraint ------------------------------------------------------------------
     def prepare(self) -> None:
-        """Computes the next mask (the expensive step; may run off the backend thread)."""
+        """Computes the next mask as an additive bias (0 or -inf per token); may run off the
+        backend thread, so ``mask_logits`` is one vector add."""
         if self._mask_valid:
             return
         self._plan_closing()
         if self._must_end():
-            self._allowed = np.fromiter(sorted(self.eos), dtype=np.int64)
+            self._allow_only(sorted(self.eos))
         elif self._forced:
-            self._allowed = np.array(self._forced[:1], dtype=np.int64)
+            self._allow_only(self._forced[:1])
         else:
             t0 = time.perf_counter()
             self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
             bits = np.unpackbits(self.mask.view(np.uint8), bitorder="little")[: self.n_vocab]
-            self._allowed = np.flatnonzero(bits)
+            self._n_allowed = int(np.count_nonzero(bits))
+            if self._n_allowed == 0:  # grammar error: only end-of-sequence remains possible
+                self._allow_only(sorted(self.eos))
+            else:  # allowed → 0x00000000 (+0.0), disallowed → 0xFF800000 (-inf)
+                np.subtract(1, bits, out=bits)
+                np.multiply(bits, _NEG_INF_BITS, out=self._bias_bits, dtype=np.uint32)
             self.mask_times.append(time.perf_counter() - t0)
-            if self._allowed.size == 0:  # grammar error: only end-of-sequence remains possible
-                self._allowed = np.fromiter(sorted(self.eos), dtype=np.int64)
         self._mask_valid = True
+
+    def _allow_only(self, ids: list[int]) -> None:
+        self._bias_bits.fill(_NEG_INF_BITS)
+        self._bias_bits[ids] = 0
+        self._n_allowed = len(ids)
 
     def mask_logits(self, logits: np.ndarray) -> None:
         """Sets each disallowed entry of ``logits`` (float32, (n_vocab,)) to -inf, in place."""
         self.prepare()
-        idx = self._allowed
-        kept = logits[idx]
-        logits.fill(-np.inf)
-        logits[idx] = kept
+        np.add(logits, self._bias_bits.view(np.float32), out=logits)
 
     def advance(self, token_id: int) -> None:
         self.generated += 1
@@ -194,9 +203,8 @@ class GrammarConstraint:
         if not m.is_accepting():
             return False
         self.prepare()
-        return self._allowed.size <= len(self.eos) and all(
-            int(t) in self.eos for t in self._allowed
-        )
+        eos_allowed = sum(1 for t in self.eos if t < self.n_vocab and self._bias_bits[t] == 0)
+        return self._n_allowed == eos_allowed
 
     # ---- status ---------------------------------------------------------------------------
     @property

@@ -18,7 +18,7 @@ from jsonschema.validators import validator_for
 
 from engine.grammar.compiler import CompiledGrammar
 from engine.grammar.constraint import GrammarConstraint
-from engine.grammar.schema_check import SchemaAnalysis
+from engine.grammar.schema_check import FORMAT_CHECKER, SchemaAnalysis
 from engine.grammar.tools import ToolCall, parse_tool_output
 from engine.types import FinishReason
 
@@ -62,7 +62,7 @@ def validation_errors(schema: Any, instance: Any) -> list[str]:
     if isinstance(schema, bool):
         return [] if schema else ["schema is false"]
     cls = validator_for(schema, default=jsonschema.Draft202012Validator)
-    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    validator = cls(schema, format_checker=FORMAT_CHECKER)
     out = []
     for err in validator.iter_errors(instance):
         where = "/" + "/".join(str(p) for p in err.absolute_path)

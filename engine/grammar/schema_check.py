@@ -15,6 +15,7 @@ into the instance (unbounded recursion), and finally the keyword analysis:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,53 @@ UNENFORCEABLE_KEYWORDS = frozenset({"$dynamicRef", "$recursiveRef"})
 GRAMMAR_FORMATS = frozenset(
     {"date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uri", "uuid"}
 )
-VALIDATED_FORMATS = frozenset(jsonschema.FormatChecker().checkers) - GRAMMAR_FORMATS
+FORMAT_CHECKER = jsonschema.FormatChecker()
+_JSON_POINTER = re.compile(r"^(/([^~/]|~[01])*)*$")
+_REL_POINTER = re.compile(r"^(0|[1-9][0-9]*)(#|(/([^~/]|~[01])*)*)$")
+_URI_REF = re.compile(r"^[^\s<>\"{}|\\^`]*$")
+
+
+def _int_range(bits: int):
+    def check(value: object) -> bool:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return True  # formats apply to their own type only
+        return -(2 ** (bits - 1)) <= value < 2 ** (bits - 1)
+
+    return check
+
+
+def _strings(pattern: re.Pattern[str]):
+    return lambda value: not isinstance(value, str) or pattern.match(value) is not None
+
+
+def _uri_template(value: object) -> bool:
+    return not isinstance(value, str) or re.fullmatch(r"([^{}]|\{[^{}]+\})*", value) is not None
+
+
+# Formats jsonschema does not check by itself (OpenAPI's integer sizes, pointers, references).
+for _name, _check in {
+    "int32": _int_range(32),
+    "int64": _int_range(64),
+    "json-pointer": _strings(_JSON_POINTER),
+    "relative-json-pointer": _strings(_REL_POINTER),
+    "uri-reference": _strings(_URI_REF),
+    "iri": _strings(re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*$")),
+    "iri-reference": _strings(_URI_REF),
+    "uri-template": _uri_template,
+}.items():
+    if _name not in FORMAT_CHECKER.checkers:
+        FORMAT_CHECKER.checks(_name)(_check)
+VALIDATED_FORMATS = frozenset(FORMAT_CHECKER.checkers) - GRAMMAR_FORMATS
+_INT_KEYWORDS = (
+    "maxLength",
+    "minLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "minContains",
+    "maxContains",
+)
 
 # Keywords whose value is a schema / a map of schemas / a list of schemas.
 _SCHEMA_VALUED = (
@@ -385,3 +432,25 @@ def check_schema(schema: Any, *, param: str, lenient: bool = False) -> SchemaAna
         needs_lenient_compile=bool(walk.validated or walk.unenforceable),
         dialect=dialect,
     )
+
+
+def grammar_schema(schema: Any) -> Any:
+    """The schema as the grammar compiler wants it: ``true`` → ``{}``, integral floats in integer
+    keywords (``"maxLength": 2.0``) → ints. Validation keeps using the original."""
+    if schema is True:
+        return {}
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _INT_KEYWORDS and isinstance(value, float) and value.is_integer():
+            out[key] = int(value)
+        elif key in _SCHEMA_VALUED:
+            out[key] = grammar_schema(value) if isinstance(value, dict | bool) else value
+        elif key in _MAP_VALUED and isinstance(value, dict) and key != "dependencies":
+            out[key] = {k: grammar_schema(v) for k, v in value.items()}
+        elif key in _LIST_VALUED and isinstance(value, list):
+            out[key] = [grammar_schema(v) for v in value]
+        else:
+            out[key] = value
+    return out

@@ -13,18 +13,19 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.grammar.schema_check import grammar_schema
 from engine.grammar.spec import StructuredSpec
 
 MARKER = "<tool_call>"
 _HEADER = re.compile(r'^\{"name":"((?:[^"\\]|\\.)*)","arguments":')
-JSON_OPTIONS = {"whitespace_flexible": False}
+JSON_OPTIONS = {"whitespace_flexible": False, "coerce_one_of": True}
 
 
 def call_schema(name: str, parameters: Any, lenient: bool) -> dict:
     """The JSON Schema of one call object of one function."""
     return {
         "type": "object",
-        "properties": {"name": {"const": name}, "arguments": parameters},
+        "properties": {"name": {"const": name}, "arguments": grammar_schema(parameters)},
         "required": ["name", "arguments"],
         "additionalProperties": False,
         "x-guidance": {**JSON_OPTIONS, "lenient": lenient},
@@ -51,7 +52,7 @@ def tools_lark(spec: StructuredSpec, lenient: bool) -> str:
     if spec.tool_choice in ("required", "named"):
         lines.insert(0, "start: calls")
     elif spec.schema is not None:
-        schema = spec.schema if isinstance(spec.schema, dict) else {}
+        schema = grammar_schema(spec.schema) if isinstance(spec.schema, dict) else {}
         opts = {**JSON_OPTIONS, "lenient": lenient}
         lines.insert(0, "start: calls | content")
         lines.append(f"content: {_json_rule({**schema, 'x-guidance': opts})}")

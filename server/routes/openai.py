@@ -106,7 +106,7 @@ def _response_format(engine: Engine, req: CompletionRequest | ChatCompletionRequ
 # ---- chat completions -----------------------------------------------------------------------
 
 
-@post("/v1/chat/completions")
+@post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request) -> Any:
     engine = engine_of(request)
     req = await read_body(request, ChatCompletionRequest)
@@ -257,7 +257,7 @@ def _prompts(prompt: str | list) -> list[str | list[int]]:
                               "or a list of token-id lists", param="prompt")
 
 
-@post("/v1/completions")
+@post("/v1/completions", status_code=200)
 async def completions(request: Request) -> Any:
     engine = engine_of(request)
     req = await read_body(request, CompletionRequest)
@@ -404,7 +404,7 @@ def _embedding_inputs(value: str | list) -> list[str]:
     )
 
 
-@post("/v1/embeddings")
+@post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     req = await read_body(request, EmbeddingRequest)
