@@ -91,19 +91,43 @@ def vllm_sampling_params(request: BackendRequest, structured: Any | None = None)
 def structured_outputs(request: BackendRequest) -> Any | None:
     """vLLM's structured-output spec for the request's constraint, or None when unconstrained.
 
-    The constraint must carry the llguidance grammar the engine compiled (``grammar``: str, Lark
-    or llguidance JSON). A constraint without one cannot be honoured here: fail closed.
+    The constraint carries the llguidance grammar the engine compiled (``grammar``): Lark text, or
+    llguidance's JSON form holding one Lark grammar or one JSON Schema (whose ``x-guidance`` keeps
+    the engine's options). vLLM's guidance backend rebuilds the same llguidance grammar from it.
+    Anything else cannot be honoured here: fail closed.
     """
     if request.constraint is None:
         return None
     from vllm.sampling_params import StructuredOutputsParams
 
     grammar = getattr(request.constraint, "grammar", None)
-    if not isinstance(grammar, str) or not grammar:
-        raise UnprocessableError(
-            "this response_format cannot be enforced on the vLLM backend", param="response_format"
-        )
-    return StructuredOutputsParams(grammar=grammar)
+    if isinstance(grammar, str) and grammar and not grammar.lstrip().startswith("{"):
+        return StructuredOutputsParams(grammar=grammar)
+    parts = _llguidance_parts(grammar)
+    if parts is not None and len(parts) == 1:
+        part = parts[0]
+        if part.get("lark_grammar"):
+            return StructuredOutputsParams(grammar=part["lark_grammar"])
+        if part.get("json_schema") is not None:
+            return StructuredOutputsParams(json=part["json_schema"])
+    raise UnprocessableError(
+        "this response_format cannot be enforced on the vLLM backend", param="response_format"
+    )
+
+
+def _llguidance_parts(grammar: object) -> list[dict] | None:
+    import json
+
+    if not isinstance(grammar, str):
+        return None
+    try:
+        body = json.loads(grammar)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("max_tokens") is not None:
+        return None
+    parts = body.get("grammars")
+    return parts if isinstance(parts, list) and all(isinstance(p, dict) for p in parts) else None
 
 
 class VLLMBackend:
