@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class Ngrams:
     ngram_range: tuple[int, int]
     vocabulary: dict[str, int]
     idf: np.ndarray  # (V,) float32
+    _fitted: Any = field(default=None, repr=False, compare=False)
 
     def _vectorizer(self, vocabulary: dict[str, int] | None = None, min_df: int = 1):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -128,9 +129,11 @@ class Ngrams:
 
         if not self.vocabulary:
             return sp.csr_matrix((len(texts), 0), dtype=np.float64)
-        vec = self._vectorizer(self.vocabulary)
-        vec.idf_ = self.idf.astype(np.float64)
-        return vec.transform(texts)
+        if self._fitted is None:  # built once: validating a vocabulary costs O(V) per call
+            vec = self._vectorizer(self.vocabulary)
+            vec.idf_ = self.idf.astype(np.float64)
+            self._fitted = vec
+        return self._fitted.transform(texts)
 
 
 #: The text features next to the embedding (measured on Banking77: each adds accuracy).

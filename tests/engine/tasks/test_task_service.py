@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +83,49 @@ def test_classifier_predicts_abstains_and_survives_restart(tmp_path: Path) -> No
     asyncio.run(second(before))
 
 
-def test_llm_extraction_workflows_analysis_usage_and_isolation(tmp_path: Path) -> None:
-    async def body() -> None:
-        engine, svc = await open_service(tmp_path)
-        try:
-            await _llm_choice(svc)
-            await _extraction(svc)
-            await _workflows(svc)
-            await _analysis(engine, svc)
-            await _isolation(svc)
-        finally:
-            await engine.close()
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One engine and TaskService for the tests below, on one event loop."""
+    loop = asyncio.new_event_loop()
+    engine, svc = loop.run_until_complete(open_service(tmp_path_factory.mktemp("tasks")))
+    yield Live(loop, engine, svc)
+    loop.run_until_complete(engine.close())
+    loop.close()
 
-    asyncio.run(body())
+
+@dataclass
+class Live:
+    loop: asyncio.AbstractEventLoop
+    engine: Engine
+    svc: TaskService
+
+    def run(self, step: Callable[[TaskService], Awaitable[None]]) -> None:
+        self.loop.run_until_complete(step(self.svc))
+
+
+@pytest.mark.timeout(1800)
+def test_llm_choice_path_returns_normalized_scores(live: Live) -> None:
+    live.run(_llm_choice)
+
+
+@pytest.mark.timeout(1800)
+def test_extraction_validates_and_reports_spans_and_fallbacks(live: Live) -> None:
+    live.run(_extraction)
+
+
+@pytest.mark.timeout(1800)
+def test_seed_workflows_end_to_end_with_persisted_rows(live: Live) -> None:
+    live.run(_workflows)
+
+
+@pytest.mark.timeout(1800)
+def test_document_analysis_job_is_schema_valid_and_cached(live: Live) -> None:
+    live.run(_analysis)
+
+
+@pytest.mark.timeout(1800)
+def test_tenants_never_see_each_other(live: Live) -> None:
+    live.run(_isolation)
 
 
 async def _llm_choice(svc: TaskService) -> None:
@@ -176,10 +208,10 @@ async def _workflows(svc: TaskService) -> None:
     stored = store.fetchone("SELECT fields FROM support_tickets WHERE id = ?", [ticket["id"]])
     assert stored is not None and json.loads(stored[0])["order_id"] == "ORD-4821"
     results = await svc.results("default", "leads")
-    assert [r["id"] for r in results] == [out["id"]]
+    assert out["id"] in [r["id"] for r in results]
 
 
-async def _analysis(engine: Engine, svc: TaskService) -> None:
+async def _analysis(svc: TaskService) -> None:
     docs = svc.documents
     await docs.create_collection("default", "notes")
     text = (
@@ -207,11 +239,18 @@ async def _analysis(engine: Engine, svc: TaskService) -> None:
     assert set(stored["results"]) == set(RESULT_SCHEMAS)
     usage = await svc.usage("default")
     assert usage["tasks"]["analyze:summary"]["completion_tokens"] > 0
-    assert usage["tasks"]["extract"]["items"] == 1
-    assert usage["tasks"]["workflow:leads"]["items"] == 1
+    assert usage["tasks"]["analyze:summary"]["seconds"] > 0
 
 
 async def _isolation(svc: TaskService) -> None:
+    data = tuple(examples())
+    await svc.create_classifier("default", ClassifierInput("tone", data))
+    await svc.run_workflow("default", "leads", [{"message": "hello"}], None)
+    await svc.documents.create_collection("default", "iso")
+    job = await svc.documents.submit(
+        "default", "iso", [DocumentInput(text="x y z.", client_id="d")]
+    )
+    await svc.documents.wait_job("default", job.id)
     other = "ten_other"
     with pytest.raises(NotFoundError):
         await svc.classify(other, "tone", ["hi"])
@@ -220,8 +259,9 @@ async def _isolation(svc: TaskService) -> None:
     assert await svc.list_classifiers(other) == []
     assert await svc.results(other, "leads") == []
     assert (await svc.usage(other))["tasks"] == {}
+    assert (await svc.usage("default"))["tasks"]["workflow:leads"]["items"] >= 1
     with pytest.raises(NotFoundError):
-        await svc.analyze(other, "notes", "week1")
+        await svc.analyze(other, "iso", "d")
     await svc.save_workflow(other, {**svc.seeds["leads"].to_dict(), "name": "mine"})
     with pytest.raises(NotFoundError):
         await svc.workflow("default", "mine")
