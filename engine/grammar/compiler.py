@@ -81,6 +81,7 @@ class GrammarCompiler:
         self._cached_bytes = 0
         self._inflight: dict[str, asyncio.Future[CompiledGrammar]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grammar")
+        self._words = (n_vocab + 31) // 32
         self.compiles = 0  # compilations actually run (cache misses), for tests and metrics
 
     # ---- construction --------------------------------------------------------------------
@@ -134,7 +135,10 @@ class GrammarCompiler:
         self, compiled: CompiledGrammar, max_new_tokens: int | None
     ) -> GrammarConstraint:
         """A fresh per-sequence constraint (one per choice)."""
-        closing = ClosingSearch(self.tokenizer, self.eos, (self.n_vocab + 31) // 32)
+        spec = compiled.spec
+        free_text = spec.kind == "tools" and spec.tool_choice == "auto" and spec.schema is None
+        # Free text (tool_choice auto) is not closed early: a cut answer stays "length".
+        closing = None if free_text else ClosingSearch(self.tokenizer, self.eos, self._words)
         return GrammarConstraint(
             compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
         )

@@ -218,7 +218,7 @@ class GrammarConstraint:
     def _must_end(self) -> bool:
         """The last token of the budget, with a complete structure: only end-of-sequence."""
         last = self.budget is not None and self.budget - self.generated <= 1
-        return last and self.matcher.is_accepting()
+        return last and self.closing is not None and self.matcher.is_accepting()
 
     def _plan_closing(self) -> None:
         if self.budget is None or self.closing is None or self._forced:

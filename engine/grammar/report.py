@@ -104,7 +104,7 @@ def finalize(
         report.valid, report.error = False, "truncated"
         return Outcome(FinishReason.LENGTH, report, text)
     if compiled.spec.kind == "tools":
-        return _finalize_tools(compiled, report, text)
+        return _finalize_tools(compiled, report, text, finish)
     if compiled.spec.is_json:
         try:
             instance = json.loads(text)
@@ -119,7 +119,9 @@ def finalize(
     return Outcome(FinishReason.STOP, report, text)
 
 
-def _finalize_tools(compiled: CompiledGrammar, report: SchemaReport, text: str) -> Outcome:
+def _finalize_tools(
+    compiled: CompiledGrammar, report: SchemaReport, text: str, finish: FinishReason
+) -> Outcome:
     spec = compiled.spec
     try:
         content, calls = parse_tool_output(text)
@@ -130,6 +132,8 @@ def _finalize_tools(compiled: CompiledGrammar, report: SchemaReport, text: str) 
     for call in calls:
         errs = validation_errors(schemas[call.name], json.loads(call.arguments))
         report.errors += [f"{call.name}{e}" for e in errs]
+    if not calls and finish == FinishReason.LENGTH:  # free text cut by the budget
+        return Outcome(FinishReason.LENGTH, report, content, calls)
     if not calls and spec.schema is not None and content is not None:
         report.errors += validation_errors(spec.schema, json.loads(content))
     report.valid = not report.errors
