@@ -86,7 +86,7 @@ class RetrievalSettings:
     rrf_k: int = 60
     default_top_k: int = 5
     max_top_k: int = 100
-    # "auto" uses faiss-gpu when a GPU is visible, "cpu" never does.
+    # "auto" uses faiss-gpu when a GPU is visible, "cpu" never does, "gpu" requires one.
     device: str = "auto"
     # RAG: best cosine similarity below which Hearth refuses instead of answering.
     min_score: float = 0.35

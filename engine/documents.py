@@ -22,7 +22,8 @@ from engine.ingest.extract import Limits, sniff
 from engine.ingest.inputs import DocumentInput
 from engine.ingest.jobs import JobRunner
 from engine.ingest.pipeline import Ingestor, ItemResult
-from engine.retrieval import MODES, DenseParams, Hit, Retriever, gpu_available
+from engine.retrieval import MODES, DenseParams, Hit, Retriever
+from engine.retrieval.device import select_faiss_device
 from engine.storage import (
     DEFAULT_TENANT,
     ApiKey,
@@ -122,7 +123,7 @@ class DocumentService:
             hnsw_m=r.hnsw_m,
             ef_construction=r.hnsw_ef_construction,
             ef_search=r.hnsw_ef_search,
-            use_gpu=r.device == "auto" and gpu_available(),
+            use_gpu=select_faiss_device(r.device) == "gpu",
         )
         self.retriever = Retriever(self.db, self.index_dir, params, r.rrf_k, self.dim)
         docs = await asyncio.to_thread(self.db.corpus.fail_interrupted)
@@ -144,8 +145,6 @@ class DocumentService:
 
         self.rag = RagService(self, self.count_llm_tokens)
         self._has_keys = await asyncio.to_thread(self.db.tenants.has_keys)
-        if params.use_gpu:
-            log.info("dense search uses faiss-gpu")
 
     async def close(self) -> None:
         if self.jobs is not None:
