@@ -24,7 +24,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,11 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- serve --------------------------------------------------------------------------------------
 
 
-def _card_and_gguf(args: argparse.Namespace):
+def _card_and_gguf(args: argparse.Namespace, data_dir: Path):
+    """Settings of the offline engine (its own ``data_dir``, so it never contends for the
+    DuckDB file of a running Hearth; models from the usual models directory), card and GGUF."""
     from configs import load_settings
     from models import get_card, model_path
 
-    settings = load_settings(args.profile, overrides=_hearth_overrides(args))
+    env = dict(os.environ)
+    env.setdefault("HEARTH_MODELS_DIR", str(load_settings(args.profile).models_dir.resolve()))
+    settings = load_settings(
+        args.profile, env=env, overrides=_hearth_overrides(args), data_dir=data_dir
+    )
     card = get_card(settings.llm.model)
     gguf = args.gguf or model_path(card, settings.models_dir)
     return settings, card, gguf
@@ -295,7 +304,14 @@ async def serve(args: argparse.Namespace) -> int:
     if not (args.url or args.launch or args.offline):
         log.error("give --url, --launch or --offline for what to measure")
         return 2
-    settings, card, gguf = _card_and_gguf(args)
+    scratch = tempfile.TemporaryDirectory(prefix="hearth-offline-")
+    try:
+        return await _serve(args, *_card_and_gguf(args, Path(scratch.name)))
+    finally:
+        scratch.cleanup()
+
+
+async def _serve(args: argparse.Namespace, settings, card, gguf: Path) -> int:
     model = args.model or card.id
     workload = _workload(args, gguf)
     slo = SLO(
@@ -430,6 +446,10 @@ def _stamp() -> str:
 # ---- entry --------------------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -443,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps({"threads": args.threads, "gb_s": round(probe_bandwidth(args.threads), 2)})
         )
         return 0
+    # SIGTERM/SIGHUP (timeout, a closed terminal) unwind like Ctrl-C, so servers started here stop.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         return asyncio.run(serve(args))
     except LaunchError as exc:

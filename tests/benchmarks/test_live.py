@@ -122,12 +122,14 @@ def test_cli_writes_result_lines_duckdb_rows_and_plots(hearth, tmp_path):
 
 
 @pytest.mark.slow
-def test_offline_engine_run(workload):
+def test_offline_engine_run(workload, tmp_path, monkeypatch):
     from benchmarks.offline import run_offline, started_engine
     from benchmarks.report import summarize
 
+    monkeypatch.setenv("HEARTH_MODELS_DIR", str(_gguf().parents[1]))
+
     async def go():
-        async with started_engine(load_settings("test", data_dir=ROOT / "data")) as engine:
+        async with started_engine(load_settings("test", data_dir=tmp_path)) as engine:
             return await run_offline(engine, workload, LoadShape(2, concurrency=2), model=MODEL)
 
     run = asyncio.run(go())
