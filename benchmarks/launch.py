@@ -10,7 +10,9 @@
 - :class:`HearthServer`: ``python -m server serve`` with a profile and ``HEARTH_*`` overrides.
 
 Both are context managers: the process is started in its own process group and terminated (then
-killed) on exit, also when the benchmark fails or is interrupted.
+killed) on exit, also when the benchmark fails or is interrupted. It stays in the harness's
+session: with Linux autogroup scheduling, every server measured, the client and the offline
+engine then draw on one CPU share, so background work on a shared machine weighs on all alike.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class _Process:
             stderr=subprocess.STDOUT,
             env=self.env(),
             cwd=ROOT,
-            start_new_session=True,
+            process_group=0,  # own group (killpg), same session: one CPU autogroup for all
         )
         try:
             self._wait_healthy()
