@@ -33,6 +33,7 @@ from benchmarks.report import append_result, distribution, result_row
 
 log = logging.getLogger(__name__)
 
+PARTS = ("inscope", "latency", "oos")
 COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-ngrams", action="store_true", help="embedding only (the baseline)")
     p.add_argument("--embeddings-cache", type=Path, help="reuse embeddings across runs")
     p.add_argument("--results", type=Path, help="append result lines to this JSONL file")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument(
+        "--model-file", type=Path, help="save the in-scope classifier here; latency alone loads it"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -205,21 +210,30 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "embed_all_s": round(embed_s, 1),
     }
-    inscope = run_inscope(texts, labels, vectors, train_idx, test_idx, args)
-    emit("banking77_inscope", settings, inscope["figures"], args)
-    test_texts = [texts[i] for i in test_idx]
-    emit(
-        "banking77_latency",
-        settings,
-        run_latency(inscope["model"], embedder, test_texts, args.latency_samples),
-        args,
-    )
-    emit(
-        "banking77_oos",
-        {**settings, "oos_labels": args.oos_labels},
-        run_oos(texts, labels, vectors, train_idx, test_idx, args),
-        args,
-    )
+    model = None
+    if "inscope" in args.parts:
+        inscope = run_inscope(texts, labels, vectors, train_idx, test_idx, args)
+        emit("banking77_inscope", settings, inscope["figures"], args)
+        model = inscope["model"]
+        if args.model_file is not None:
+            args.model_file.write_bytes(model.to_bytes())
+    if "latency" in args.parts:
+        if model is None:
+            model = load_model(args, texts, labels, vectors, train_idx)
+        test_texts = [texts[i] for i in test_idx]
+        figures = run_latency(model, embedder, test_texts, args.latency_samples)
+        emit("banking77_latency", settings, figures, args)
+    if "oos" in args.parts:
+        figures = run_oos(texts, labels, vectors, train_idx, test_idx, args)
+        emit("banking77_oos", {**settings, "oos_labels": args.oos_labels}, figures, args)
+
+
+def load_model(args, texts, labels, vectors, train_idx) -> Any:
+    from engine.tasks.classify import Classifier
+
+    if args.model_file is not None and args.model_file.exists():
+        return Classifier.from_bytes(args.model_file.read_bytes())
+    return train(texts, labels, vectors, train_idx, args)[0]
 
 
 def emit(name: str, settings: dict[str, Any], figures: dict[str, Any], args) -> None:
