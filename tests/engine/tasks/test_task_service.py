@@ -245,11 +245,14 @@ async def _analysis(svc: TaskService) -> None:
 async def _isolation(svc: TaskService) -> None:
     data = tuple(examples())
     await svc.create_classifier("default", ClassifierInput("tone", data))
-    await svc.run_workflow("default", "leads", [{"message": "hello"}], None)
+    # Gate at 1.0: the regex path only (no model call), which is all isolation needs.
+    regex_only = {**svc.seeds["leads"].to_dict(), "name": "iso", "gate": {"min_confidence": 1.0}}
+    await svc.save_workflow("default", regex_only)
+    [run] = await svc.run_workflow("default", "iso", [{"message": "hi, a@b.io"}], None)
+    assert run["low_confidence"] and run["fields"]["email"] == "a@b.io"
     await svc.documents.create_collection("default", "iso")
-    job = await svc.documents.submit(
-        "default", "iso", [DocumentInput(text="x y z.", client_id="d")]
-    )
+    doc = DocumentInput(text="Quarterly planning notes for the sales team.", client_id="d")
+    job = await svc.documents.submit("default", "iso", [doc])
     await svc.documents.wait_job("default", job.id)
     other = "ten_other"
     with pytest.raises(NotFoundError):
@@ -258,8 +261,12 @@ async def _isolation(svc: TaskService) -> None:
         await svc.delete_classifier(other, "tone")
     assert await svc.list_classifiers(other) == []
     assert await svc.results(other, "leads") == []
+    with pytest.raises(NotFoundError):
+        await svc.results(other, "iso")
+    with pytest.raises(NotFoundError):
+        await svc.result(other, run["id"])
     assert (await svc.usage(other))["tasks"] == {}
-    assert (await svc.usage("default"))["tasks"]["workflow:leads"]["items"] >= 1
+    assert (await svc.usage("default"))["tasks"]["workflow:iso"]["items"] == 1
     with pytest.raises(NotFoundError):
         await svc.analyze(other, "iso", "d")
     await svc.save_workflow(other, {**svc.seeds["leads"].to_dict(), "name": "mine"})
