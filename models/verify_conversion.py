@@ -1,9 +1,9 @@
 """Check a converted Hugging Face folder against llama.cpp on the GGUF it came from.
 
-Both runtimes read the same token ids: for each fixed prompt, llama.cpp first decodes a greedy
-continuation of ``n_tokens``; then both compute teacher-forced logits over prompt + continuation
-(llama.cpp with ``logits_all=True``, transformers with one forward pass in float32). At each of
-the ``n_tokens`` predicting positions we compare the two log-softmax distributions.
+Both runtimes read the same token ids: for each fixed prompt, llama.cpp decodes a greedy
+continuation of ``n_tokens`` keeping the logits of every position (``logits_all=True``);
+transformers computes the logits of the same prompt + continuation in one forward pass in float32.
+At each of the ``n_tokens`` predicting positions we compare the two log-softmax distributions.
 
 Stated tolerance (``Tolerance``): llama.cpp computes with the quantized weights (activations
 rounded to 8 bits for the K-quant dot products) while the folder holds the dequantized weights in
@@ -88,7 +88,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class LlamaCppReference:
     """llama.cpp on the GGUF: tokenization, greedy continuation, teacher-forced logits."""
 
-    def __init__(self, gguf: Path, n_ctx: int = 512, n_threads: int = 2):
+    def __init__(self, gguf: Path, n_ctx: int = 160, n_threads: int = 2):
         import llama_cpp
 
         self.llm = llama_cpp.Llama(
@@ -98,20 +98,22 @@ class LlamaCppReference:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=True, special=True)
 
-    def greedy(self, tokens: list[int], n_tokens: int) -> list[int]:
-        self.llm.reset()
-        out: list[int] = []
-        for token in self.llm.generate(tokens, temp=0.0, top_k=1, reset=True):
-            out.append(int(token))
-            if len(out) == n_tokens:
-                break
-        return out
+    def greedy_with_logits(self, tokens: list[int], n_tokens: int) -> tuple[list[int], np.ndarray]:
+        """Greedy continuation, and the logits of every position of prompt + continuation.
 
-    def logits(self, tokens: list[int]) -> np.ndarray:
-        """(len(tokens), vocab) float32: row i predicts token i + 1."""
+        One incremental pass: row i of the (len(tokens) + n_tokens - 1, vocab) float32 logits
+        predicts token i + 1; the continuation is the argmax of each row past the prompt.
+        """
         self.llm.reset()
         self.llm.eval(tokens)
-        return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+        out: list[int] = []
+        for _ in range(n_tokens):
+            token = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            out.append(token)
+            if len(out) < n_tokens:
+                self.llm.eval([token])
+        n = len(tokens) + n_tokens - 1
+        return out, np.array(self.llm.scores[:n], dtype=np.float32)
 
 
 class HFCandidate:
@@ -129,10 +131,11 @@ class HFCandidate:
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
-    def logits(self, tokens: list[int]) -> np.ndarray:
+    def logits(self, tokens: list[int], keep: int) -> np.ndarray:
+        """(keep, vocab) float32: the logits of the last ``keep`` positions."""
         with self.torch.inference_mode():
             ids = self.torch.tensor([tokens])
-            return self.model(ids).logits[0].float().numpy()
+            return self.model(ids, logits_to_keep=keep).logits[0].float().numpy()
 
 
 def compare(reference: LlamaCppReference, candidate: HFCandidate, n_tokens: int = 32) -> Report:
@@ -141,12 +144,12 @@ def compare(reference: LlamaCppReference, candidate: HFCandidate, n_tokens: int 
         tokens = reference.tokenize(prompt)
         if candidate.tokenize(prompt) != tokens:
             raise AssertionError(f"tokenizers disagree on {prompt!r}")
-        continuation = reference.greedy(tokens, n_tokens)
+        continuation, ref_logits = reference.greedy_with_logits(tokens, n_tokens)
         seq = tokens + continuation
         # Rows len(tokens)-1 ... len(seq)-2 predict the continuation.
         rows = slice(len(tokens) - 1, len(seq) - 1)
-        ref = _log_softmax(reference.logits(seq)[rows])
-        cand = _log_softmax(candidate.logits(seq)[rows])
+        ref = _log_softmax(ref_logits[rows])
+        cand = _log_softmax(candidate.logits(seq[:-1], keep=n_tokens))
         ref_top, cand_top = ref.argmax(-1), cand.argmax(-1)
         matched = ref_top == cand_top
         agree += int(matched.sum())
