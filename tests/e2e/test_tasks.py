@@ -16,7 +16,7 @@ from engine.tasks.analyze import RESULT_SCHEMAS, strip_meta
 from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, OUT_OF_SCOPE_PROBES, examples
 from tests.support import HearthProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ADMIN_KEY = "tasks-admin-key-0123456789"
 
