@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="print the Markdown table of the latest results")
     t.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     t.add_argument("--benchmark", default="serve")
+    t.add_argument("--sha", help="rows of this commit (default: the latest in the file)")
+    t.add_argument(
+        "--write",
+        type=Path,
+        help="replace the table between the results markers of "
+        "this Markdown file (docs/benchmarks.md) instead of printing it",
+    )
     b = sub.add_parser("bandwidth", help="print the memory-bandwidth probe (GB/s)")
     b.add_argument("--threads", type=int, default=2)
     return ap
@@ -446,6 +453,19 @@ def _stamp() -> str:
 # ---- entry --------------------------------------------------------------------------------------
 
 
+TABLE_START, TABLE_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def write_table(doc: Path, table: str) -> None:
+    """Put ``table`` between the results markers of ``doc`` (both must be there)."""
+    text = doc.read_text(encoding="utf-8")
+    head, sep, rest = text.partition(TABLE_START)
+    _, sep2, tail = rest.partition(TABLE_END)
+    if not (sep and sep2):
+        raise SystemExit(f"{doc}: no {TABLE_START} ... {TABLE_END} markers")
+    doc.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}", encoding="utf-8")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -456,7 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = build_parser().parse_args(argv)
     if args.command == "table":
-        print(markdown_table(read_results(args.results), benchmark=args.benchmark))
+        table = markdown_table(read_results(args.results), benchmark=args.benchmark, sha=args.sha)
+        if args.write:
+            write_table(args.write, table)
+        else:
+            print(table)
         return 0
     if args.command == "bandwidth":
         print(

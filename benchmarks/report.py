@@ -291,23 +291,50 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def markdown_table(rows: Iterable[dict[str, Any]], *, benchmark: str = "serve") -> str:
-    """A Markdown table of the ``benchmark`` rows of the latest git sha found, with its machine."""
+def _latest(rows: list[dict[str, Any]], benchmark: str, sha: str | None) -> list[dict[str, Any]]:
     rows = [r for r in rows if r.get("benchmark") == benchmark]
     if not rows:
+        return []
+    want = (sha or rows[-1]["git_sha"]).removesuffix("-dirty")
+    return [r for r in rows if r["git_sha"].removesuffix("-dirty").startswith(want)]
+
+
+def markdown_table(
+    rows: Iterable[dict[str, Any]], *, benchmark: str = "serve", sha: str | None = None
+) -> str:
+    """Markdown tables of the ``benchmark`` rows of one commit (default: the latest in the file)
+    with the machine they ran on, then the ratios of the ``-compare`` rows of that commit."""
+    rows = list(rows)
+    mine = _latest(rows, benchmark, sha)
+    if not mine:
         return "(no results)"
-    latest = rows[-1]["git_sha"]
-    rows = [r for r in rows if r["git_sha"] == latest]
-    m = rows[-1]["machine"]
+    m = mine[-1]["machine"]
     head = [title for _, title in _COLUMNS]
     lines = [
-        f"Commit `{latest}`, {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, "
-        f"model `{rows[-1]['model']}`.",
+        f"Commit `{mine[-1]['git_sha']}`, {m.get('cpu')}, {m.get('cores')} cores, "
+        f"{m.get('memory_gib')} GiB, model `{mine[-1]['model']}`.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
     ]
-    for r in rows:
+    for r in mine:
         cells = _table_cells(r)
         lines.append("| " + " | ".join(_fmt(cells[k]) for k, _ in _COLUMNS) + " |")
+    ratios = _latest(rows, f"{benchmark}-compare", mine[-1]["git_sha"])
+    if ratios:
+        lines += [
+            "",
+            "| run | A / B | conc. | out tok/s | TTFT p50 | TPOT p50 | E2E p50 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in ratios:
+            x, s = r["figures"]["ratios"], r["settings"]
+            lines.append(
+                f"| {s.get('label') or ''} | {r['backend']} | {s.get('concurrency')} | "
+                + " | ".join(
+                    f"{_fmt(x.get(k))}×"
+                    for k in ("output_throughput", "ttft_p50", "tpot_p50", "e2e_p50")
+                )
+                + " |"
+            )
     return "\n".join(lines)
