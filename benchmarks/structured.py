@@ -302,11 +302,6 @@ async def _model_parts(args: argparse.Namespace, judge: Judge) -> None:
 
     settings = load_settings(args.profile, data_dir=args.data_dir)
     async with started_engine(settings) as engine:
-        if "compliance" in args.parts:
-            fig = await part_compliance(
-                engine, judge, args.bench, args.compliance_n, args.max_tokens
-            )
-            _emit("compliance", {"n": args.compliance_n}, fig, args.results)
         if "throughput" in args.parts:
             fig = await part_throughput(engine, args.rounds, args.output_tokens)
             _emit(
@@ -315,6 +310,11 @@ async def _model_parts(args: argparse.Namespace, judge: Judge) -> None:
                 fig,
                 args.results,
             )
+        if "compliance" in args.parts:
+            fig = await part_compliance(
+                engine, judge, args.bench, args.compliance_n, args.max_tokens
+            )
+            _emit("compliance", {"n": args.compliance_n}, fig, args.results)
 
 
 def main(argv: list[str] | None = None) -> int:
