@@ -84,6 +84,9 @@ class EngineLLM:
     def __init__(self, engine: Any, model: str | None = None) -> None:
         self.engine = engine
         self.model = model or engine.settings.llm.model
+        # Task calls fan out (labels × inputs, batches): keep them within the running batch so
+        # they queue here instead of being refused by the engine's admission (503).
+        self._slots = asyncio.Semaphore(max(1, int(engine.settings.llm.max_running)))
 
     @staticmethod
     def _response_format(schema: dict[str, Any]) -> Any:
@@ -93,6 +96,12 @@ class EngineLLM:
 
     async def complete(
         self, prompt: str, *, schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> Completion:
+        async with self._slots:
+            return await self._complete(prompt, schema, max_tokens)
+
+    async def _complete(
+        self, prompt: str, schema: dict[str, Any] | None, max_tokens: int
     ) -> Completion:
         request = GenerateRequest(
             request_id="task-" + uuid.uuid4().hex[:16],
@@ -127,6 +136,10 @@ class EngineLLM:
         return [r[0] for r in results], sum(r[1] for r in results)
 
     async def _score_one(self, prefix: list[int], continuation: str) -> tuple[float, int]:
+        async with self._slots:
+            return await self._score_locked(prefix, continuation)
+
+    async def _score_locked(self, prefix: list[int], continuation: str) -> tuple[float, int]:
         tail = await self._tokenize(continuation, add_bos=False)
         request = GenerateRequest(
             request_id="score-" + uuid.uuid4().hex[:16],
