@@ -303,3 +303,18 @@ def test_property_stop_outputs_validate(
         ).validate(json.loads(text))
     else:
         assert outcome.finish_reason == FinishReason.LENGTH and outcome.report.error == "truncated"
+
+
+def test_free_text_under_auto_stays_length_when_cut(compiler: GrammarCompiler) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    compiled = compiler.compile_sync(build_spec(tools=tools, tool_choice="auto"))
+    con = compiler.constraint(compiled, 4)
+    assert con.closing is None  # free text is never closed early
+    text = "Hello there"
+    for tok in compiler.tokenizer.tokenize_str(text):
+        con.prepare()
+        con.advance(tok)
+    outcome = finalize(compiled, con, text, FinishReason.LENGTH)
+    assert outcome.finish_reason == FinishReason.LENGTH and outcome.content == text
+    done = finalize(compiled, con, text, FinishReason.STOP)
+    assert done.finish_reason == FinishReason.STOP and not done.tool_calls
