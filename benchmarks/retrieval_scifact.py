@@ -189,32 +189,35 @@ def run_synthetic(args: argparse.Namespace) -> None:
     exact = _exact_top10(vecs, queries)
     for kind in args.kinds:
         index, build_s = _build(kind, ids, vecs, args)
-        latency, found = [], []
-        for q in queries:
-            t = time.perf_counter()
-            _, hit = index.search(q[None, :], 10)
-            latency.append(time.perf_counter() - t)
-            found.append(hit[0])
-        pairs = zip(found, exact, strict=True)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs]))
-        lat = distribution(latency)
-        figures = {
-            "build_s": round(build_s, 1),
-            "query_p50_ms": lat.get("median"),
-            "query_p95_ms": lat.get("p95"),
-            "recall@10_vs_exact": round(recall, 4),
-        }
-        settings = {
-            "vectors": len(vecs),
-            "dim": 384,
-            "index": kind,
-            "threads": args.threads,
-            "queries": len(found),
-            "hnsw_m": args.hnsw_m,
-            "ef_construction": args.ef_construction,
-            "ef_search": args.ef_search,
-        }
-        emit(args, "retrieval_synthetic", settings, figures)
+        for ef in args.ef_search if kind == "hnsw" else args.ef_search[:1]:
+            if kind == "hnsw":
+                faiss.downcast_index(index.index.index).hnsw.efSearch = ef
+            latency, found = [], []
+            for q in queries:
+                t = time.perf_counter()
+                _, hit = index.search(q[None, :], 10)
+                latency.append(time.perf_counter() - t)
+                found.append(hit[0])
+            pairs = zip(found, exact, strict=True)
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs]))
+            lat = distribution(latency)
+            figures = {
+                "build_s": round(build_s, 1),
+                "query_p50_ms": lat.get("median"),
+                "query_p95_ms": lat.get("p95"),
+                "recall@10_vs_exact": round(recall, 4),
+            }
+            settings = {
+                "vectors": len(vecs),
+                "dim": 384,
+                "index": kind,
+                "threads": args.threads,
+                "queries": len(found),
+                "hnsw_m": args.hnsw_m,
+                "ef_construction": args.ef_construction,
+                "ef_search": ef if kind == "hnsw" else None,
+            }
+            emit(args, "retrieval_synthetic", settings, figures)
         del index
 
 
@@ -239,7 +242,7 @@ def _build(kind: str, ids: np.ndarray, vecs: np.ndarray, args: argparse.Namespac
         hnsw_threshold=len(vecs) + 1 if kind == "flat" else 0,
         hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction,
-        ef_search=args.ef_search,
+        ef_search=args.ef_search[0],
     )
     start = time.perf_counter()
     index = DenseIndex.build(ids, vecs, params)
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kinds", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=100)
-    p.add_argument("--ef-search", type=int, default=128)
+    p.add_argument("--ef-search", type=int, nargs="+", default=[128], help="HNSW: each is measured")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
