@@ -165,9 +165,13 @@ class LinearHead:
     weights: np.ndarray  # (L, F) float32
     bias: np.ndarray  # (L,) float32
     temperature: float = 1.0
+    _by_feature: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def logits(self, features) -> np.ndarray:
-        return np.asarray(features @ self.weights.T, dtype=np.float64) + self.bias
+        # (F, L) C-contiguous: a sparse row times it gathers rows (~10x faster than W.T's view).
+        if self._by_feature is None or self._by_feature.shape != self.weights.T.shape:
+            self._by_feature = np.ascontiguousarray(self.weights.T)
+        return np.asarray(features @ self._by_feature, dtype=np.float64) + self.bias
 
     def probabilities(self, features) -> np.ndarray:
         return softmax(self.logits(features) / self.temperature)
