@@ -68,7 +68,7 @@ class AnalyzeBody(msgspec.Struct, forbid_unknown_fields=True):
     tasks: list[str] | None = None
 
 
-# ---- helpers ----------------------------------------------------------------------------------
+# ---- plumbing ----------------------------------------------------------------------------------
 
 
 async def tasks_of(request: Request) -> TaskService:

@@ -38,7 +38,7 @@ INTENTS: dict[str, list[str]] = {
         "My account got locked after too many attempts",
         "How can I add a second user to my profile?",
         "I want to change my username",
-        "The login page keeps saying my session expired",
+        "The login page keeps logging me out",
     ],
 }
 
