@@ -76,7 +76,7 @@ class Report:
         return (
             self.top1_agreement >= tol.min_top1_agreement
             and self.max_disagreement_margin < tol.max_tie_margin
-            and self.mean_kl <= tol.max_kl
+            and self.mean_kl <= tol.max_mean_kl
         )
 
 
