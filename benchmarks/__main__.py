@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -68,6 +69,10 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _path_or_none(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -102,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--api", choices=("completions", "chat"), default="completions")
     w.add_argument("--input-tokens", type=int, default=150)
     w.add_argument("--output-tokens", type=int, default=128)
-    w.add_argument("--num-prompts", type=int, default=64, help="distinct synthetic prompts")
+    w.add_argument(
+        "--num-prompts",
+        type=int,
+        default=64,
+        help="distinct synthetic prompts (raised so that no two runs share one)",
+    )
     w.add_argument("--prompts-file", type=Path, help=".jsonl (prompt|messages) or text lines")
     w.add_argument(
         "--no-fixed-output",
@@ -134,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     slo.add_argument("--slo-e2e-ms", type=float)
     o = s.add_argument_group("output")
     o.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    o.add_argument("--db", type=Path, default=DEFAULT_DB, help="DuckDB file ('' = none)")
-    o.add_argument("--plots", type=Path, default=RESULTS_DIR, help="PNG folder ('' = none)")
+    o.add_argument("--db", type=_path_or_none, default=DEFAULT_DB, help="DuckDB file ('' = none)")
+    o.add_argument(
+        "--plots", type=_path_or_none, default=RESULTS_DIR, help="PNG folder ('' = none)"
+    )
     o.add_argument("--label", help="free text stored with every result")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth probe")
@@ -189,9 +201,8 @@ def _workload(args: argparse.Namespace, gguf: Path | None) -> Workload:
     if args.prompts_file:
         prompts = prompts_from_file(args.prompts_file, count=count)
     else:
-        prompts = synthetic_prompts(
-            args.num_prompts, args.input_tokens, seed=args.seed, count=count
-        )
+        n = max(args.num_prompts, prompts_needed(args))
+        prompts = synthetic_prompts(n, args.input_tokens, seed=args.seed, count=count)
     fmt = None
     if args.schema:
         schema = json.loads(args.schema.read_text())
@@ -204,6 +215,11 @@ def _workload(args: argparse.Namespace, gguf: Path | None) -> Workload:
         temperature=args.temperature,
         response_format=fmt,
     )
+
+
+def prompts_needed(args: argparse.Namespace) -> int:
+    """Distinct prompts for every measured request of every round and level, plus warm-up's."""
+    return sum(load.n_requests for _, load in _loads(args)) * args.rounds + 1
 
 
 def _loads(args: argparse.Namespace) -> list[tuple[str, LoadShape]]:
@@ -234,7 +250,7 @@ class _Runner:
         else:
             from benchmarks.offline import run_offline
 
-            short = Workload(workload.prompts[:1], api=workload.api, output_tokens=8)
+            short = Workload(workload.prompts[-1:], api=workload.api, output_tokens=8)
             await run_offline(self.engine, short, LoadShape(2), model=model, progress=False)
 
     async def run(self, workload: Workload, load: LoadShape, slo: SLO, model: str, progress: bool):
@@ -329,67 +345,70 @@ async def _serve(args: argparse.Namespace, settings, card, gguf: Path) -> int:
     )
     progress = not args.no_progress and sys.stderr.isatty()
     probe = None if args.no_bandwidth else probe_bandwidth(args.threads)
-    async with contextlib.AsyncExitStack() as stack:
-        runners = await _start_runners(args, stack, model, gguf, settings)
-        for r in runners:
-            await r.warm_up(workload, model)
-        runs = await _sweep(args, runners, workload, slo, model, progress)
-    db = args.db if str(args.db) else None
-    plot_runs = []
-    for (label, load), by_runner in runs.items():
+    db = args.db
+    plot_runs: list = []
+
+    def report(label: str, load: LoadShape, runners: list[_Runner], pooled: dict) -> None:
+        """Write the level's rows as soon as it is measured (an interrupted sweep keeps them)."""
         rows = {}
         for r in runners:
-            recs, dur, metrics = by_runner[r.name]
-            figures = summarize(recs, dur, slo)
-            if metrics:
-                figures["server_metrics"] = metrics
-            if load.concurrency == 1 and load.rate is None and card.weight_bytes:
-                figures["bandwidth"] = achieved_bandwidth(
-                    card.weight_bytes, figures["tpot_ms"]["median"], probe
-                )
+            recs, dur, metrics = pooled[r.name]
+            figures = _figures(recs, dur, metrics, slo, load, card, probe)
+            settings_ = {
+                "label": args.label, "server": r.name, "load": label, **load.settings(),
+                "rounds": args.rounds, "threads": args.threads, "slots": args.slots,
+                **workload.settings(), **r.settings,
+            }  # fmt: skip
             row = result_row(
-                "serve",
-                model=card.id,
-                backend=r.backend,
-                settings={
-                    "label": args.label,
-                    "server": r.name,
-                    "load": label,
-                    **load.settings(),
-                    "rounds": args.rounds,
-                    "threads": args.threads,
-                    "slots": args.slots,
-                    **workload.settings(),
-                    **r.settings,
-                },
-                figures=figures,
+                "serve", model=card.id, backend=r.backend, settings=settings_, figures=figures
             )
             append_result(row, args.results, db)
             rows[r.name] = figures
             plot_runs.append((r.name, label, figures, recs))
         if len(runners) > 1:
             _compare(args, runners, label, load, rows, card.id, db)
-    if str(args.plots) and plot_runs:
+
+    async with contextlib.AsyncExitStack() as stack:
+        runners = await _start_runners(args, stack, model, gguf, settings)
+        for r in runners:
+            await r.warm_up(workload, model)
+        await _sweep(args, runners, workload, slo, model, progress, report)
+    if args.plots is not None and plot_runs:
         stem = f"serve-{_stamp()}"
         plots.latency_vs_throughput(plot_runs, args.plots / f"{stem}-latency.png")
         plots.distributions(plot_runs, args.plots / f"{stem}-dist.png")
     return 0
 
 
-async def _sweep(args, runners, workload, slo, model, progress):
-    """A/B/A/B: at each load level, every runner once per round, records pooled per runner."""
-    out: dict[tuple[str, LoadShape], dict[str, tuple[list[RequestRecord], float, dict]]] = {}
+def _figures(recs, dur, metrics, slo, load: LoadShape, card, probe) -> dict[str, Any]:
+    figures = summarize(recs, dur, slo)
+    if metrics:
+        figures["server_metrics"] = metrics
+    if load.concurrency == 1 and load.rate is None and card.weight_bytes:
+        figures["bandwidth"] = achieved_bandwidth(
+            card.weight_bytes, figures["tpot_ms"]["median"], probe
+        )
+    return figures
+
+
+async def _sweep(args, runners, workload, slo, model, progress, report) -> None:
+    """A/B/A/B: at each load level, every runner once per round, records pooled per runner;
+    ``report(label, load, runners, pooled)`` after each level."""
+    offset = 0
     for label, load in _loads(args):
         pooled: dict[str, tuple[list[RequestRecord], float, dict]] = {}
         for rnd in range(args.rounds):
             order = runners if rnd % 2 == 0 else list(reversed(runners))
+            # Every server gets the same prompts in a round, new ones each round: no run is
+            # helped by a prefix cache filled by an earlier one.
+            shape = dataclasses.replace(load, first_index=offset)
+            offset += load.n_requests
             for r in order:
                 log.info("round %d/%d, %s, %s", rnd + 1, args.rounds, label, r.name)
-                run, metrics = await r.run(workload, load, slo, model, progress)
+                run, metrics = await r.run(workload, shape, slo, model, progress)
                 recs, dur, m = pooled.get(r.name, ([], 0.0, {}))
                 pooled[r.name] = (recs + run.records, dur + run.duration_s, _add(m, metrics or {}))
-        out[(label, load)] = pooled
-    return out
+        report(label, load, runners, pooled)
 
 
 def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

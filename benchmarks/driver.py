@@ -51,6 +51,9 @@ class LoadShape:
     concurrency: int | None = 1
     rate: float | None = None  # requests/s, Poisson arrivals
     seed: int = 0
+    # Index of the first request: runs that must not share prompts (and so prefix caches) start
+    # at different indices of the workload's prompt list.
+    first_index: int = 0
     timeout_s: float = 600.0
 
     def settings(self) -> dict[str, Any]:
@@ -223,7 +226,7 @@ async def run_requests(
 
 
 async def _closed_loop(one, load: LoadShape) -> list[RequestRecord]:
-    next_i = iter(range(load.n_requests))
+    next_i = iter(range(load.first_index, load.first_index + load.n_requests))
     records: list[RequestRecord] = []
 
     async def worker() -> None:
@@ -245,7 +248,7 @@ async def _poisson(one, load: LoadShape) -> list[RequestRecord]:
             return await one(i)
 
     tasks = []
-    for i in range(load.n_requests):
+    for i in range(load.first_index, load.first_index + load.n_requests):
         tasks.append(asyncio.create_task(capped(i)))
         await asyncio.sleep(rng.expovariate(load.rate))
     return list(await asyncio.gather(*tasks))
@@ -316,8 +319,9 @@ async def measure(
 
 
 async def warm_up(target: Target, workload: Workload, n: int = 2) -> None:
-    """A few short requests so the first measured one pays no start-up cost."""
+    """A few short requests so the first measured one pays no start-up cost. They use the last
+    prompt of the workload, which measured runs should leave unused (see ``prompts_needed``)."""
     short = Workload(
-        prompts=workload.prompts[:1], api=workload.api, output_tokens=8, fixed_output=True
+        prompts=workload.prompts[-1:], api=workload.api, output_tokens=8, fixed_output=True
     )
     await run_load(target, short, LoadShape(n_requests=n, concurrency=1), progress=False)

@@ -147,3 +147,53 @@ def summarize_tight(run) -> float:
     from benchmarks.report import summarize
 
     return summarize(run.records, run.duration_s, SLO(ttft_s=0.0))["goodput"]
+
+
+def test_runs_can_start_at_another_prompt(stub):
+    w = _workload(["p0", "p1", "p2", "p3", "p4"])
+    _, run = asyncio.run(
+        measure(stub, w, LoadShape(2, concurrency=2, first_index=3), progress=False)
+    )
+    assert [r.index for r in run.records] == [3, 4]
+    assert [b["prompt"] for b in SEEN[-2:]] in (["p3", "p4"], ["p4", "p3"])
+
+
+def test_every_round_and_level_gets_its_own_prompts():
+    from benchmarks.__main__ import build_parser, prompts_needed
+
+    args = build_parser().parse_args(
+        ["serve", "--url", "http://x", "--concurrency", "1,8", "--requests", "5", "--rounds", "3"]
+    )
+    assert prompts_needed(args) == 2 * 5 * 3 + 1
+
+
+def test_cli_sweep_with_a_compare_server_writes_rows_and_ratios(stub, tmp_path, capsys):
+    from benchmarks.__main__ import main
+    from benchmarks.report import read_results
+
+    results = tmp_path / "r.jsonl"
+    argv = [
+        "serve", "--url", stub.base_url, "--name", "a", "--compare-url", stub.base_url,
+        "--model", "m", "--gguf", str(tmp_path / "none.gguf"), "--concurrency", "1,2",
+        "--requests", "2", "--rounds", "2", "--input-tokens", "8", "--output-tokens", "3",
+        "--results", str(results), "--db", "", "--plots", str(tmp_path), "--no-bandwidth",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    rows = read_results(results)
+    serve = [r for r in rows if r["benchmark"] == "serve"]
+    ratios = [r for r in rows if r["benchmark"] == "serve-compare"]
+    assert [(r["settings"]["server"], r["settings"]["load"]) for r in serve] == [
+        ("a", "c1"),
+        ("B", "c1"),
+        ("a", "c2"),
+        ("B", "c2"),
+    ]
+    assert all(
+        r["figures"]["completed"] == 4 and r["figures"]["output_tokens"] == 12 for r in serve
+    )
+    assert [r["backend"] for r in ratios] == ["a/B", "a/B"]
+    assert all(r["figures"]["ratios"]["output_throughput"] > 0 for r in ratios)
+    # 2 levels x 2 rounds x 2 requests, each round on new prompts, plus the warm-up prompt
+    prompts = [b["prompt"] for b in SEEN[-16:]]
+    assert len(set(prompts)) == 8
+    assert len(list(tmp_path.glob("serve-*.png"))) == 2
