@@ -129,3 +129,13 @@ def test_a_known_conversion_bug_fails_the_check(compared, monkeypatch):
                 p.sub_(1.0)
     assert not report.passes(Tolerance())
     assert report.mean_kl > 10 * Tolerance().max_mean_kl
+
+
+def test_tolerance_accepts_the_measured_conversion_and_rejects_each_miss():
+    from models.verify_conversion import Report, Tolerance
+
+    measured = Report(20, 640, 0.9625, 0.36, 0.0043, 0.095, 0.25)  # 20 x 32, see the module
+    assert measured.passes(Tolerance())
+    for field, bad in (("top1_agreement", 0.9), ("max_disagreement_margin", 2.0), ("mean_kl", 0.5)):
+        worse = Report(**{**measured.__dict__, field: bad})
+        assert not worse.passes(Tolerance()), field
