@@ -57,6 +57,10 @@ class LLMSettings:
     default_max_tokens: int = 1024
     # Reuse the KV of a finished sequence whose tokens prefix a new prompt.
     prefix_cache: bool = True
+    # Same seed + prompt + parameters give the same tokens alone or in any batch: one KV stream
+    # per sequence (kv_cells is then max_running * max_model_len), one matmul path for every
+    # batch size, no flash attention. Off: shared KV cells, faster kernels at large batches.
+    batch_invariant: bool = True
 
 
 @dataclass(frozen=True)

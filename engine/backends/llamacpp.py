@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 
 # Reusing a cached prefix shorter than this is not worth evicting another slot's cache.
 MIN_PREFIX_REUSE = 8
-_EXTRA_BUFTS = False
-_FLASH_ATTN = 0
 _backend_init = threading.Lock()
 _backend_ready = False
 
@@ -97,8 +96,12 @@ class LlamaCppBackend:
         cfg = settings.llm
         self._n_slots = cfg.max_running
         self._batch_tokens = cfg.batch_tokens
-        self._kv_cells = cfg.kv_cells
         self._max_model_len = min(cfg.max_model_len, card.context_length)
+        self._invariant = cfg.batch_invariant
+        # Batch-invariant: each slot has its own KV stream of max_model_len cells.
+        self._kv_cells = (
+            self._n_slots * self._max_model_len if self._invariant else cfg.kv_cells
+        )
         self._lock = threading.Lock()
         self._inbox: deque[BackendRequest] = deque()
         self._aborts: set[str] = set()
@@ -144,6 +147,11 @@ class LlamaCppBackend:
     def load(self) -> None:
         """Load the model and create the context (no stepping yet)."""
         global _backend_ready
+        if self._invariant:
+            # ggml's tiled K-quant matmul takes over at >= 8 rows and rounds differently from the
+            # per-row path; one path for every batch size keeps a sequence's logits independent of
+            # its batch. Read once per process by ggml, so it must be set before the first decode.
+            os.environ.setdefault("GGML_CPU_TILED_MM", "0")
         with _backend_init:
             if not _backend_ready:
                 lc.llama_backend_init()
@@ -152,7 +160,8 @@ class LlamaCppBackend:
         path = model_path(self.card, self.settings.models_dir)
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = 0
-        mparams.use_extra_bufts = _EXTRA_BUFTS
+        # No repacked weight layouts: their GEMM/GEMV split depends on the batch size.
+        mparams.use_extra_bufts = False
         self._model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load model file {path}")
@@ -169,10 +178,13 @@ class LlamaCppBackend:
         cparams.n_seq_max = self._n_slots
         cparams.n_threads = cfg.n_threads
         cparams.n_threads_batch = cfg.n_threads
-        cparams.kv_unified = True  # any sequence may use any cell; needed for prefix sharing
+        # Unified: any sequence may use any cell (cross-slot prefix copies). Per-sequence streams
+        # keep each sequence's cells at the same indices whatever else runs, which makes ggml's
+        # vectorized reductions over cells (softmax, KQV) give bit-identical results.
+        cparams.kv_unified = not self._invariant
         cparams.swa_full = True  # keep full KV in sliding-window layers so prefixes stay reusable
         cparams.no_perf = True
-        cparams.flash_attn_type = _FLASH_ATTN
+        cparams.flash_attn_type = 0 if self._invariant else -1  # FA's tiling depends on batch
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context (kv_cells too large?)")
@@ -306,7 +318,8 @@ class LlamaCppBackend:
         while self._waiting and len(self._running) < self._n_slots:
             req = self._waiting[0]
             need = len(req.prompt_tokens) + req.params.max_tokens
-            if self._reserved() + need > self._kv_cells and self._running:
+            shared = not self._invariant  # per-slot streams always fit max_model_len
+            if shared and self._reserved() + need > self._kv_cells and self._running:
                 return  # wait for a running sequence to finish
             if self._sibling_prefilling(req):
                 return  # the same prompt is being prefilled: wait and share its KV
@@ -323,6 +336,8 @@ class LlamaCppBackend:
     def _sibling_prefilling(self, req: BackendRequest) -> bool:
         prompt = req.prompt_tokens
         for seq in self._running.values():
+            if self._invariant:
+                return False
             if seq.prefilling and seq.tokens[: len(prompt)] == prompt and len(prompt) > 32:
                 return True
         return False
@@ -334,11 +349,15 @@ class LlamaCppBackend:
         # Longest common prefix with any slot's KV (free slots: take it; busy: copy from it).
         best, best_len = None, 0
         for slot in self._slots:
+            if self._invariant and slot.seq is not None:
+                continue  # no copies across KV streams: only a free slot's own cache is reused
             held = slot.cached if slot.seq is None else slot.cached[: slot.seq.n_past]
             n = _common_prefix(held, prompt)
             if n > best_len:
                 best, best_len = slot, n
         best_len = min(best_len, len(prompt) - 1)  # the last prompt token must run for logits
+        if not self.settings.llm.prefix_cache:
+            best, best_len = None, 0
         if best is not None and best.seq is None and best_len >= MIN_PREFIX_REUSE:
             slot = best
         else:

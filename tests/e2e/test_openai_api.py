@@ -217,11 +217,12 @@ def test_cancellation_frees_slots(hearth, client):
     for _ in range(8):
         cm = httpx.stream("POST", f"{hearth.url}/v1/completions", json=body, timeout=120)
         resp = cm.__enter__()
-        next(resp.iter_lines())  # the stream is live
-        streams.append(cm)
+        lines = resp.iter_lines()  # keep it: a dropped iterator closes the response
+        next(lines)  # the stream is live
+        streams.append((cm, lines))
     running = httpx.get(f"{hearth.url}/ready").json()["stats"]["running"]
     assert running == 8
-    for cm in streams:
+    for cm, _lines in streams:
         cm.__exit__(None, None, None)  # the client goes away
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
