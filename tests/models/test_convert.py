@@ -98,13 +98,14 @@ def compared(gguf_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_logits_agree_with_llama_cpp_within_tolerance(compared):
-    """All 20 prompts, 16 positions each (the full 32 is ``python -m models.verify_conversion``,
-    which measured 96.3% top-1 agreement, largest disagreement margin 0.36 nat, mean KL 0.0043)."""
+    """All 20 prompts, 8 positions each, to keep CI short (the full 32 is
+    ``python -m models.verify_conversion``, which measured 96.3% top-1 agreement, largest
+    disagreement margin 0.36 nat, mean KL 0.0043)."""
     from models.verify_conversion import PROMPTS, Tolerance, compare
 
     reference, candidate = compared
-    report = compare(reference, candidate, n_tokens=16)
-    assert report.prompts == len(PROMPTS) == 20 and report.positions == 20 * 16
+    report = compare(reference, candidate, n_tokens=8)
+    assert report.prompts == len(PROMPTS) == 20 and report.positions == 20 * 8
     assert report.passes(Tolerance()), report
 
 
