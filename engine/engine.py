@@ -228,9 +228,10 @@ class Engine:
             params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
         self._admit(req.n)
         queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
-        choices = self._start_choices(req, prompt, params, queue, backend)
+        choices: list[_Choice] = []
         started = time.perf_counter()
         try:
+            self._start_choices(req, prompt, params, queue, backend, choices)
             async for event in self._collect(req, prompt, params, choices, queue, started):
                 yield event if fmt is None else fmt.observe(event)
         finally:
@@ -238,7 +239,7 @@ class Engine:
                 self._queues.pop(c.seq_id, None)
                 if not c.finished:
                     backend.abort(c.seq_id)
-            self._inflight -= len(choices)
+            self._inflight -= req.n  # admitted as a whole, released as a whole
 
     def _require_ready(self) -> Backend:
         if not self.ready:
@@ -279,8 +280,9 @@ class Engine:
             )
         self._inflight += n
 
-    def _start_choices(self, req, prompt, params, queue, backend) -> list[_Choice]:
-        choices = []
+    def _start_choices(self, req, prompt, params, queue, backend, choices: list[_Choice]) -> None:
+        """Submit one sequence per choice, appending each to ``choices`` as it is submitted (so
+        the caller's ``finally`` aborts exactly what was started, even if a later one fails)."""
         eos = frozenset() if params.ignore_eos else backend.eos_token_ids
         for i in range(req.n):
             seq_id = f"{req.request_id}/{i}"
@@ -291,7 +293,6 @@ class Engine:
             self._queues[seq_id] = queue
             choices.append(_Choice(i, seq_id, IncrementalText(params.stop)))
             backend.submit(BackendRequest(seq_id, list(prompt), p, eos, constraint))
-        return choices
 
     def _constraint_for(self, req: GenerateRequest, index: int):
         """One constraint per sequence from the request's compiled response format."""
