@@ -4,6 +4,8 @@ two tenants that never see each other's classifiers, workflows, results or usage
 
 from __future__ import annotations
 
+import re
+
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -144,7 +146,9 @@ def test_extract_leads_workflow_results_and_usage(tenants: dict[str, httpx.Clien
         )
     )
     assert set(run) == {"id", "intent", "confidence", "low_confidence", "fields"}
-    assert run["fields"]["name"] == "Bo" and run["fields"]["phone"] == "+1 212 555 0100"
+    assert run["fields"]["name"] == "Bo"
+    # The number must be right; its formatting is the model's (or the fallback's) choice.
+    assert re.sub(r"\D", "", run["fields"]["phone"]).endswith("2125550100")
     results = ok(acme.get("/v1/workflows/leads/results"))["data"]
     assert [r["id"] for r in results] == [run["id"]] and results[0]["request_id"] == "rq-77"
     assert ok(globex.get("/v1/workflows/leads/results"))["data"] == []
