@@ -387,7 +387,8 @@ class Engine:
             raise NotReadyError("Hearth is starting: the embedding model is not loaded yet")
         if len(texts) > self.settings.embeddings.max_inputs:
             raise InvalidRequestError(
-                f"at most {self.settings.embeddings.max_inputs} inputs per request, got {len(texts)}",
+                f"at most {self.settings.embeddings.max_inputs} inputs per request, "
+                f"got {len(texts)}",
                 param="input",
             )
         return await asyncio.to_thread(self.embedder.encode, texts)

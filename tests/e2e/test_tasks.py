@@ -5,7 +5,6 @@ two tenants that never see each other's classifiers, workflows, results or usage
 from __future__ import annotations
 
 import re
-
 import time
 from collections.abc import Iterator
 from typing import Any
