@@ -80,6 +80,7 @@ class Engine:
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
+        self._turn_stop_ids: tuple[int, ...] = ()
         self._ready = False
         self._closed = False
         self.started_at = time.time()
@@ -194,7 +195,17 @@ class Engine:
         ids = [bos] if bos is not None else []
         for seg in rendered.segments:
             ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
+        self._turn_stop_ids = self._special_ids(rendered.stop_markup)
         return ids, rendered.stop
+
+    def _special_ids(self, markup: Sequence[str]) -> tuple[int, ...]:
+        """Token ids of markup strings that are single special tokens in this vocabulary."""
+        found = []
+        for text in markup:
+            ids = self.backend.tokenize(text, add_bos=False, parse_special=True)
+            if len(ids) == 1:
+                found.append(ids[0])
+        return tuple(found)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         self._check_token_ids(ids, "tokens")
@@ -221,6 +232,11 @@ class Engine:
         fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
         prompt, stops = self._prompt_of(req)
         params = req.params
+        if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
+            # A chat answer ends where the model would begin another turn.
+            params = dataclasses.replace(
+                params, stop_token_ids=tuple(params.stop_token_ids) + self._turn_stop_ids
+            )
         self._check_context(len(prompt), params.max_tokens, req)
         if fmt is not None:
             fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))

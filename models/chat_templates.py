@@ -29,6 +29,8 @@ class RenderedChat:
     segments: tuple[Segment, ...]
     # Strings that end the assistant's turn (matched as text when the token is not special).
     stop: tuple[str, ...]
+    # Markup that, generated as a special token, ends the answer too (a new turn begins).
+    stop_markup: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -39,7 +41,8 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 def _gemma(messages: Sequence[ChatMessage]) -> RenderedChat:
-    """Gemma's documented turn format; it has no system role, so system text leads the first user turn."""
+    """Gemma's documented turn format. It has no system role: system text leads the first user
+    turn."""
     segs: list[Segment] = []
     system = [m.content for m in messages if m.role in ("system", "developer")]
     pending_system = "\n\n".join(system)
@@ -61,7 +64,9 @@ def _gemma(messages: Sequence[ChatMessage]) -> RenderedChat:
         segs += [Segment("<start_of_turn>user\n", True), Segment(pending_system, False)]
         segs.append(Segment("<end_of_turn>\n", True))
     segs.append(Segment("<start_of_turn>model\n", True))
-    return RenderedChat(tuple(segs), stop=("<end_of_turn>",))
+    return RenderedChat(
+        tuple(segs), stop=("<end_of_turn>",), stop_markup=("<start_of_turn>",)
+    )
 
 
 def _chatml(messages: Sequence[ChatMessage]) -> RenderedChat:
@@ -72,7 +77,7 @@ def _chatml(messages: Sequence[ChatMessage]) -> RenderedChat:
         segs.append(Segment(m.content, False))
         segs.append(Segment("<|im_end|>\n", True))
     segs.append(Segment("<|im_start|>assistant\n", True))
-    return RenderedChat(tuple(segs), stop=("<|im_end|>",))
+    return RenderedChat(tuple(segs), stop=("<|im_end|>",), stop_markup=("<|im_start|>",))
 
 
 TEMPLATES: dict[str, Callable[[Sequence[ChatMessage]], RenderedChat]] = {

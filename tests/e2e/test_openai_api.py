@@ -44,7 +44,8 @@ def test_completion_stream_matches_non_stream(client):
                                             stream_options={"include_usage": True}))
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == full
-    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finals = [c.choices[0].finish_reason for c in chunks
+              if c.choices and c.choices[0].finish_reason]
     assert finals == ["length"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
 
@@ -283,3 +284,18 @@ def test_overload_gets_503_with_retry_after(hearth):
             time.monotonic() < deadline:
         time.sleep(0.2)
     assert httpx.get(f"{hearth.url}/ready").json()["inflight_sequences"] == 0
+
+
+def test_chat_answer_ends_where_a_new_turn_would_begin(client, hearth):
+    [turn] = httpx.post(f"{hearth.url}/tokenize", json={
+        "prompt": "<start_of_turn>", "add_special_tokens": False}).json()["tokens"]
+    r = client.chat.completions.create(
+        model=LLM, messages=[{"role": "user", "content": "Hi"}], max_tokens=10,
+        logit_bias={str(turn): 100},  # make the model open a new turn at once
+    )
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens == 1 and r.choices[0].message.content == ""
+    # Plain completions are not chat: the same token does not end them.
+    c = client.completions.create(model=LLM, prompt="Hi", max_tokens=3,
+                                  logit_bias={str(turn): 100})
+    assert c.choices[0].finish_reason == "length" and c.usage.completion_tokens == 3

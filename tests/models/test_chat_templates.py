@@ -12,3 +12,8 @@ def test_gemma_turns_and_system_folded_into_first_user_turn():
     )
     assert all(seg.markup for seg in r.segments if "<start_of_turn>" in seg.text)
     assert not any(seg.markup for seg in r.segments if seg.text in ("Hello", "Bye"))
+
+
+def test_templates_name_the_markup_that_ends_an_answer():
+    assert render_chat("gemma", [ChatMessage("user", "x")]).stop_markup == ("<start_of_turn>",)
+    assert render_chat("chatml", [ChatMessage("user", "x")]).stop_markup == ("<|im_start|>",)
