@@ -80,7 +80,7 @@ class Engine:
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
-        self._turn_stop_ids: tuple[int, ...] = ()
+        self._turn_stop_ids: tuple[int, ...] | None = None
         self._ready = False
         self._closed = False
         self.started_at = time.time()
@@ -156,6 +156,14 @@ class Engine:
         return self._backend
 
     @property
+    def n_vocab(self) -> int:
+        return self.backend.n_vocab
+
+    @property
+    def max_model_len(self) -> int:
+        return self.backend.max_model_len
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             raise NotReadyError("the embedding model is still loading", retry_after=2)
@@ -195,7 +203,8 @@ class Engine:
         ids = [bos] if bos is not None else []
         for seg in rendered.segments:
             ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
-        self._turn_stop_ids = self._special_ids(rendered.stop_markup)
+        if self._turn_stop_ids is None:  # the template's markup is fixed: resolve it once
+            self._turn_stop_ids = self._special_ids(rendered.stop_markup)
         return ids, rendered.stop
 
     def _special_ids(self, markup: Sequence[str]) -> tuple[int, ...]:

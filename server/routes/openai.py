@@ -124,7 +124,7 @@ async def chat_completions(request: Request) -> Any:
         max_tokens=max_tokens,
         default_max_tokens=engine.settings.llm.default_max_tokens,
         max_n=engine.settings.llm.max_n,
-        n_vocab=engine.backend.n_vocab,
+        n_vocab=engine.n_vocab,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
     )
     messages = convert.chat_messages(req.messages)
@@ -279,7 +279,7 @@ async def completions(request: Request) -> Any:
         max_tokens=req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
         default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS,
         max_n=engine.settings.llm.max_n,
-        n_vocab=engine.backend.n_vocab,
+        n_vocab=engine.n_vocab,
         logprobs=req.logprobs,
         prompt_logprobs=bool(req.echo and req.logprobs is not None),
     )

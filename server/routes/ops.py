@@ -48,7 +48,7 @@ async def tokenize(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {
         "tokens": ids,
         "count": len(ids),
-        "max_model_len": engine.backend.max_model_len,
+        "max_model_len": engine.max_model_len,
     }
     if req.return_token_strs:
         body["token_strs"] = [engine.token_text(t) for t in ids]
