@@ -73,6 +73,7 @@ class _Seq:
     n_past: int = 0
     n_generated: int = 0
     sampler: ctypes.c_void_p | None = None
+    greedy: bool = False  # plain argmax: chosen from the logits row, no sampler chain needed
     # Logits rows of the current batch: batch index -> prompt position (prompt logprobs) or -1.
     prompt_lp: list[float | None] = field(default_factory=list)
     prompt_top: list[tuple[TopLogprob, ...]] = field(default_factory=list)
@@ -379,6 +380,11 @@ class LlamaCppBackend:
             lc.llama_memory_seq_rm(self._mem, slot.seq_id, 0, -1)
             slot.cached = []
         seq.sampler = self._make_sampler(req)
+        p = req.params
+        seq.greedy = (
+            p.temperature <= 0.0 and not p.logit_bias and p.repetition_penalty == 1.0
+            and not p.presence_penalty and not p.frequency_penalty
+        )
         slot.seq = seq
         return seq
 
@@ -522,7 +528,9 @@ class LlamaCppBackend:
         p = seq.req.params
         constraint = seq.req.constraint
         eos_blocked = p.ignore_eos or seq.n_generated < p.min_tokens
-        needs_view = p.logprobs is not None or constraint is not None or eos_blocked
+        needs_view = (
+            p.logprobs is not None or constraint is not None or eos_blocked or seq.greedy
+        )
         logprob, top = None, ()
         try:
             if needs_view:
@@ -535,7 +543,12 @@ class LlamaCppBackend:
                 if eos_blocked:
                     for t in self._eos_ids:
                         logits[t] = -math.inf
-            token = lc.llama_sampler_sample(seq.sampler, self._ctx, idx)
+            if seq.greedy:
+                # The sampler chain would copy all 262k logits into a candidate array first;
+                # argmax over the row picks the same token (the first maximum) in ~1/50 the time.
+                token = int(np.argmax(logits))
+            else:
+                token = lc.llama_sampler_sample(seq.sampler, self._ctx, idx)
             if p.logprobs is not None:
                 # Masks only set disallowed logits to -inf, so the sampled token's is still raw.
                 logprob = float(logits[token] - lse)
