@@ -37,10 +37,13 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, texts: list[str]) -> LexicalIndex:
-        if len(ids) == 0:
+        corpus = _tokenize(texts) if len(ids) else []
+        if not any(corpus):
+            # Nothing indexable (no texts, or only stop words and punctuation): bm25s cannot build
+            # a vocabulary from that, and lexical search has nothing to find anyway.
             return cls(ids, None)
         retriever = bm25s.BM25()
-        retriever.index(_tokenize(texts), show_progress=False)
+        retriever.index(corpus, show_progress=False)
         return cls(ids, retriever)
 
     @property
@@ -78,7 +81,13 @@ class LexicalIndex:
                 self.retriever.save(str(tmp / "bm25"), show_progress=False)
             np.save(tmp / "ids.npy", self.ids)
             (tmp / "meta.json").write_text(
-                json.dumps({"generation": generation, "size": self.size})
+                json.dumps(
+                    {
+                        "generation": generation,
+                        "size": self.size,
+                        "indexed": self.retriever is not None,
+                    }
+                )
             )
             old = path.with_name(path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -98,6 +107,6 @@ class LexicalIndex:
         if len(ids) != int(meta["size"]):
             raise ValueError(f"{path}: {len(ids)} ids, meta says {meta['size']}")
         retriever = None
-        if len(ids):
+        if meta.get("indexed", len(ids) > 0):  # False when nothing was indexable
             retriever = bm25s.BM25.load(str(path / "bm25"), show_progress=False)
         return cls(ids, retriever), int(meta["generation"])

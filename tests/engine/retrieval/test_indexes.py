@@ -70,6 +70,15 @@ def test_lexical_ranks_and_masks(tmp_path: Path) -> None:
     assert generation == 3 and loaded.search(["mat"], 1)[0][0].tolist() == [10]
 
 
+def test_lexical_index_of_texts_without_indexable_words(tmp_path: Path) -> None:
+    """Only stop words and punctuation: bm25s has no vocabulary; the index finds nothing."""
+    index = LexicalIndex.build(np.array([1, 2]), ["the and of", "!!! ???"])
+    assert index.size == 2 and index.search(["the", "anything"], 5)[1][0].size == 0
+    index.save(tmp_path / "bm25", generation=1)
+    loaded, _ = LexicalIndex.load(tmp_path / "bm25")
+    assert loaded.search(["anything"], 5)[0][0].size == 0
+
+
 def test_rrf_uses_k_and_rank() -> None:
     fused = rrf([[1, 2, 3], [3, 1]], k=60)
     assert [i for i, _ in fused] == [1, 3, 2]
