@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="label of the first server (default: hearth or the URL)")
     g.add_argument("--compare-url", action="append", default=[], help="a server to compare with")
     g.add_argument(
+        "--compare-model",
+        help="model name sent to the --compare-url servers (default: --model); e.g. Hearth on "
+        "vLLM serving the bf16 conversion against Hearth on llama.cpp serving the GGUF",
+    )
+    g.add_argument(
         "--compare-launch",
         action="append",
         default=[],
@@ -303,7 +308,10 @@ async def _start_runners(
         name = f"B{i + 1}" if len(args.compare_url) > 1 else "B"
         runners.append(
             _Runner(
-                name, name, {"url": url}, Target(name, url.rstrip("/"), model, args.api_key, name)
+                name,
+                name,
+                {"url": url, "model": args.compare_model or model},
+                Target(name, url.rstrip("/"), args.compare_model or model, args.api_key, name),
             )
         )
     if args.offline:
