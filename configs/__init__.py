@@ -215,7 +215,9 @@ def _build(section: str, cls: type, values: dict[str, object]):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"[{section}] unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        raise ConfigError(
+            f"[{section}] unknown setting(s) {sorted(unknown)}; known: {sorted(names)}"
+        )
     kwargs = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
     built = cls(**kwargs)
     _check_ranges(section, built)

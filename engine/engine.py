@@ -31,6 +31,7 @@ from engine.text import IncrementalText, detokenize
 from engine.types import (
     BackendOutput,
     BackendRequest,
+    BackendStats,
     ChoiceDelta,
     FinishReason,
     GenerateRequest,
@@ -169,8 +170,12 @@ class Engine:
             raise NotReadyError("the embedding model is still loading", retry_after=2)
         return self._embedder
 
+    def stats(self) -> BackendStats | None:
+        """The backend's scheduler figures (running, waiting, KV use), or None before start."""
+        return self._backend.stats() if self._backend is not None else None
+
     def health(self) -> dict[str, object]:
-        stats = self._backend.stats() if self._backend is not None else None
+        stats = self.stats()
         return {
             "ready": self.ready,
             "model": self.card.id,

@@ -1,4 +1,5 @@
-"""The one error hierarchy. The server maps each class to an HTTP status and an OpenAI error body."""
+"""The one error hierarchy. The server maps each class to an HTTP status and an OpenAI error
+body."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class PayloadTooLargeError(HearthError):
 
 
 class UnprocessableError(HearthError):
-    """The request is well-formed but cannot be served, e.g. a JSON Schema too complex to compile."""
+    """The request is well-formed but cannot be served, e.g. a JSON Schema too complex to
+    compile."""
 
     status = 422
     type = "invalid_request_error"

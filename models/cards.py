@@ -1,4 +1,5 @@
-"""Declarative model cards: one TOML file per model in ``models/cards/``; a new model is a new file."""
+"""Declarative model cards: one TOML file per model in ``models/cards/``; a new model is a new
+file."""
 
 from __future__ import annotations
 

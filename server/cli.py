@@ -95,7 +95,9 @@ def _pin_threads(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _offline_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)

@@ -151,13 +151,12 @@ class RequestTimer:
 
 
 def engine_stats(engine: Any) -> Any | None:
-    """The backend's ``BackendStats`` (``engine.stats()`` or ``engine.backend.stats()``), or None
-    while there is no engine or backend; never raises."""
+    """The engine's ``BackendStats`` (``Engine.stats()``), or None while there is no engine or
+    backend; never raises."""
     if engine is None:
         return None
     try:
-        fn = getattr(engine, "stats", None)
-        return fn() if fn is not None else engine.backend.stats()
+        return engine.stats()
     except Exception:  # a scrape must not fail because the engine is starting or stopping
         log.debug("engine stats unavailable", exc_info=True)
         return None

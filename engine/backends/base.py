@@ -87,7 +87,8 @@ def create_backend(settings: Settings, card: ModelCard) -> Backend:
         target = BACKENDS[settings.llm.backend]
     except KeyError:
         raise ValueError(
-            f"setting llm.backend: unknown backend {settings.llm.backend!r}; known: {sorted(BACKENDS)}"
+            f"setting llm.backend: unknown backend {settings.llm.backend!r}; "
+            f"known: {sorted(BACKENDS)}"
         ) from None
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)

@@ -506,7 +506,8 @@ class LlamaCppBackend:
         log.error("llama_decode failed with %d; failing %d sequences", rc, len(plan))
         for seq, start, _end, _ in plan:
             lc.llama_memory_seq_rm(self._mem, seq.slot.seq_id, start, -1)
-            self._finish(seq, FinishReason.ABORT, out, emit_token=None, error=f"decode failed ({rc})")
+            error = f"decode failed ({rc})"
+            self._finish(seq, FinishReason.ABORT, out, emit_token=None, error=error)
 
     def _evict_idle(self) -> bool:
         evicted = False

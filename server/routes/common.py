@@ -23,11 +23,14 @@ _json = msgspec.json.Encoder()
 
 
 async def read_body(request: Request, cls: type[T]) -> T:
-    """Decode the JSON body into ``cls``; any decode/validation problem is a 400 naming the field."""
+    """Decode the JSON body into ``cls``; any decode/validation problem is a 400 naming the
+    field."""
     raw = await request.body()
     try:
         return msgspec.json.decode(raw, type=cls)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError
+    ) as exc:
         raise decode_error(exc) from None
 
 

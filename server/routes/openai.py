@@ -111,7 +111,9 @@ async def chat_completions(request: Request) -> Any:
     engine = engine_of(request)
     req = await read_body(request, ChatCompletionRequest)
     resolve_model(engine, chat_model(engine, req.model), "chat")
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_tokens = req.max_tokens
+    if req.max_completion_tokens is not None:
+        max_tokens = req.max_completion_tokens
     if req.top_logprobs is not None and not req.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= convert.MAX_LOGPROBS:
@@ -199,7 +201,8 @@ async def _chat_sse(
     status = 500
     try:
         for i in range(n):
-            yield sse(convert.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, i))
+            opening = {"role": "assistant", "content": ""}
+            yield sse(convert.chat_chunk(rid, model, created, opening, i))
         async for event in _prepend(first, events):
             if isinstance(event, GenerationDone):
                 usage = event.usage
@@ -357,7 +360,8 @@ async def _completion_sse(rid, req, first, events, include_usage, timer, engine,
             for k, g in enumerate(gens):
                 text = g.prompt if g.prompt is not None else engine.detokenize(g.prompt_tokens)
                 for i in range(req.n):
-                    yield sse(convert.completion_chunk(rid, req.model, created, k * req.n + i, text))
+                    index = k * req.n + i
+                    yield sse(convert.completion_chunk(rid, req.model, created, index, text))
         async for k, event in _prepend(first, events):
             if isinstance(event, GenerationDone):
                 dones[k] = event
