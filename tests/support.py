@@ -70,6 +70,8 @@ class HearthProcess:
         env.update(self.extra_env)
         cmd = [*self.prefix, sys.executable, "-m", "server", "serve", "--profile", self.profile,
                "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if getattr(self, "_log", None) is not None:
+            self._log.close()  # the previous run was killed without stop()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

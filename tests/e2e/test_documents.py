@@ -7,12 +7,6 @@ check the indexes come back from DuckDB; one with two tenants and their keys.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +14,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.docfixtures import embedder, make_pdf, models_dir
+from tests.docfixtures import make_pdf
+from tests.support import HearthProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,71 +30,22 @@ FILLER = (
 )
 
 
-class Server:
-    """``python -m server serve`` on a free port and its own data dir; start/stop/restart."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        embedder()  # installs MiniLM into the models dir if missing
-        env = dict(
-            os.environ,
-            HEARTH_ADMIN_KEY=ADMIN_KEY,
-            HEARTH_MODELS_DIR=str(models_dir().resolve()),
-            HF_HUB_OFFLINE="1",
-        )
-        cmd = [sys.executable, "-m", "server", "serve", "--profile", "test"]
-        cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError("server not ready in 300 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _server(data_dir: Path) -> HearthProcess:
+    """A Hearth process on a free port and its own data dir, with the admin key set."""
+    return HearthProcess(data_dir, env={"HEARTH_ADMIN_KEY": ADMIN_KEY})
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("open"))
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HearthProcess]:
+    server = _server(tmp_path_factory.mktemp("open"))
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("keyed"))
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HearthProcess]:
+    server = _server(tmp_path_factory.mktemp("keyed"))
     server.start()
     yield server
     server.stop()
@@ -140,7 +86,7 @@ def upload_fixtures(http: httpx.Client) -> dict:
     return events[-1] | {"events": events}
 
 
-def test_open_mode_ingest_retrieve_chat_delete_and_restart(open_server: Server) -> None:
+def test_open_mode_ingest_retrieve_chat_delete_and_restart(open_server: HearthProcess) -> None:
     http = httpx.Client(base_url=open_server.url, timeout=600)
     ok(http.post("/v1/collections", json={"name": "kb"}), 201)
     done = upload_fixtures(http)
@@ -244,7 +190,7 @@ def test_open_mode_ingest_retrieve_chat_delete_and_restart(open_server: Server) 
     dense_files[0].write_bytes(dense_files[0].read_bytes()[:200])  # corrupt it
     open_server.start()
     http = httpx.Client(base_url=open_server.url, timeout=600)
-    assert "rebuilding dense index" in open_server.log.read_text()
+    assert "rebuilding dense index" in open_server.log_path.read_text()
     memo_gone()
     for mode in ("dense", "lexical", "hybrid"):
         assert FACT_PDF in retrieve(http, "spare turbine blades Oslo", mode)[0]["text"]
@@ -260,7 +206,7 @@ def test_open_mode_ingest_retrieve_chat_delete_and_restart(open_server: Server) 
     http.close()
 
 
-def test_bad_requests_are_4xx(open_server: Server) -> None:
+def test_bad_requests_are_4xx(open_server: HearthProcess) -> None:
     http = httpx.Client(base_url=open_server.url, timeout=120)
     cases = [
         (http.post("/v1/collections", json={"name": "bad name!"}), 400, "name"),
@@ -308,7 +254,7 @@ def test_bad_requests_are_4xx(open_server: Server) -> None:
             assert error["param"] == param, error
 
 
-def test_two_tenants_with_canaries_never_meet(keyed_server: Server) -> None:
+def test_two_tenants_with_canaries_never_meet(keyed_server: HearthProcess) -> None:
     admin = httpx.Client(
         base_url=keyed_server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600
     )
@@ -370,7 +316,7 @@ def test_two_tenants_with_canaries_never_meet(keyed_server: Server) -> None:
 
 def test_kill_9_during_ingestion_then_restart(tmp_path: Path) -> None:
     """Every document ends complete or cleanly failed; uploading again completes the rest."""
-    server = Server(tmp_path)
+    server = _server(tmp_path)
     server.start()
     http = httpx.Client(base_url=server.url, timeout=600)
     ok(http.post("/v1/collections", json={"name": "kb"}), 201)
