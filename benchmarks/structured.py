@@ -230,6 +230,7 @@ async def part_compliance(engine: Any, judge: Judge, bench: Path, n: int, max_to
     rows = [json.loads(line) for line in (bench / "manifest.jsonl").read_text().splitlines()]
     random.Random(0).shuffle(rows)
     counts: Counter[str] = Counter()
+    others: dict[str, str] = {}  # schema → outcome, for every schema not ending stop + valid
     tried = 0
     for row in rows:
         if tried >= n:
@@ -240,23 +241,32 @@ async def part_compliance(engine: Any, judge: Judge, bench: Path, n: int, max_to
         tried += 1
         prompt = "Write one JSON instance of this JSON Schema:\n" + json.dumps(schema)[:4000]
         text, finish, _, _ = await _generate(engine, _spec(schema), prompt, max_tokens, seed=1)
-        if finish == "stop":
-            try:
-                v = jsonschema.Draft202012Validator(
-                    schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-                )
-                counts["stop_valid" if v.is_valid(json.loads(text)) else "stop_invalid"] += 1
-            except (ValueError, jsonschema.SchemaError):
-                counts["stop_invalid"] += 1
-        else:
-            counts[finish] += 1
+        outcome = _judge_output(schema, text, finish)
+        counts[outcome] += 1
+        if outcome != "stop_valid":
+            others[row["schema"]] = outcome
     return {
         "schemas": tried,
         "max_tokens": max_tokens,
         "compliance": round(counts["stop_valid"] / max(tried, 1), 4),
         "stop_invalid": counts["stop_invalid"],
         "outcomes": dict(counts),
+        "not_stop_valid": others,
     }
+
+
+def _judge_output(schema: Any, text: str, finish: str) -> str:
+    """``stop_valid``, ``stop_invalid`` or the finish reason (python-jsonschema, Draft 2020-12,
+    formats checked)."""
+    if finish != "stop":
+        return finish
+    try:
+        v = jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        return "stop_valid" if v.is_valid(json.loads(text)) else "stop_invalid"
+    except (ValueError, jsonschema.SchemaError):
+        return "stop_invalid"
 
 
 async def part_throughput(engine: Any, rounds: int, max_tokens: int) -> dict[str, Any]:
@@ -314,7 +324,8 @@ async def _model_parts(args: argparse.Namespace, judge: Judge) -> None:
             fig = await part_compliance(
                 engine, judge, args.bench, args.compliance_n, args.max_tokens
             )
-            _emit("compliance", {"n": args.compliance_n}, fig, args.results)
+            knobs = {"n": args.compliance_n, "max_tokens": args.max_tokens}
+            _emit("compliance", knobs, fig, args.results)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,10 @@ backend's thread, never concurrently with ``prepare`` of the same sequence.
 Budget-aware closing: the constraint knows how many tokens it may still produce. Near the end of
 that budget it searches (on a copy of the matcher) for a short token path to an accepting state and,
 once the remaining budget equals that path plus one token for end-of-sequence, forces the path. When
-no path fits, generation runs on and ends ``length``; ``truncated`` then says so.
+no path fits, generation runs on and ends ``length``; ``truncated`` then says so. The search first
+tries structure-closing tokens (cheap, enough for most states); states that need specific text
+first (an e-mail without its ``@``, a pattern's literal parts) are left by an exploring search over
+single characters that prefers characters leading to states it has not seen yet.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ CLOSING_NODES = 96
 CLOSING_BRANCH = 3
 # Texts the search tries first, in order: inside a JSON string, and outside one.
 IN_STRING = ['"', '"}', '"]', '"}}', '"]}']
-OUTSIDE = ["}", "]", "0", '""', "null", "false", "[]", "{}", '"', "1", "true", "}}", "]}"]
+OUTSIDE = ["}", "]", ",", "0", '""', "null", "false", "[]", "{}", '"', "1", "true", "}}", "]}"]
+# Bound on the characters the exploring search tries (2-60 us each, the cost of a mask).
+EXPLORE_TRIES = 1000
+# After an exploring search failed, tokens until the next one (the cheap search runs every time).
+EXPLORE_BACKOFF = 6
+# The exploring search's alphabet: printable ASCII, structural characters first.
+ALPHABET = '"}],:{[0a' + "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"}],:{[0a')
 
 
 def scan_json(in_string: bool, escaped: bool, data: bytes) -> tuple[bool, bool]:
@@ -60,6 +69,7 @@ class ClosingSearch:
         self.mask = np.zeros(mask_words, dtype=np.int32)
         self.inside = self._ids(IN_STRING)
         self.outside = self._ids(OUTSIDE)
+        self.alphabet = self._ids(list(ALPHABET))
         self.nodes = 0
 
     def _ids(self, texts: list[str]) -> list[int]:
@@ -71,11 +81,22 @@ class ClosingSearch:
         return ids
 
     def find(
-        self, matcher: llguidance.LLMatcher, max_len: int, in_string: bool
+        self,
+        matcher: llguidance.LLMatcher,
+        max_len: int,
+        in_string: bool,
+        escaped: bool = False,
+        explore: bool = True,
     ) -> list[int] | None:
-        """Token ids that lead ``matcher`` to an accepting state, at most ``max_len`` of them."""
+        """Token ids that lead ``matcher`` to an accepting state, at most ``max_len`` of them.
+        ``in_string``/``escaped``: the JSON string state of the text so far (orders the search);
+        ``explore`` allows the costlier exploring search when structure-closing tokens fail."""
         self.nodes = 0
-        return self._dfs(matcher.deep_copy(), max_len, in_string)
+        path = self._dfs(matcher.deep_copy(), max_len, in_string)
+        if path is None and explore:
+            self.nodes = 0
+            path = self._explore(matcher.deep_copy(), max_len, (in_string, escaped), set())
+        return path
 
     def _dfs(self, m: llguidance.LLMatcher, depth: int, in_string: bool) -> list[int] | None:
         if m.is_accepting():
@@ -104,15 +125,85 @@ class ClosingSearch:
                 break
         return None
 
+    def _explore(
+        self, m: llguidance.LLMatcher, depth: int, json_state: tuple[bool, bool], seen: set[bytes]
+    ) -> list[int] | None:
+        """Depth-first over single characters, one child per distinct next state (states are told
+        apart by which characters they allow).
+
+        Every state llguidance allows can still be completed, so a path exists; the search only
+        has to find a short one. Children are ranked: characters that close a string or a
+        structure first, then characters leading to states not seen yet, then known states, and
+        among those a state leading to itself last (counted repetitions such as ``[0-9]{8}`` need
+        it); within each group, characters that open something new (``,`` ``{`` ``[``, a string
+        escape) come last."""
+        if m.is_accepting():
+            return []
+        if depth <= 0 or self.nodes >= EXPLORE_TRIES or m.is_error():
+            return None
+        forced = m.compute_ff_tokens()
+        if forced:
+            if len(forced) > depth or not m.consume_tokens(forced):
+                return None
+            state = scan_json(*json_state, self.tokenizer.decode_bytes(forced))
+            rest = self._explore(m, depth - len(forced), state, seen)
+            return None if rest is None else forced + rest
+        in_string, escaped = json_state
+        allowed = self._allowed_chars(m)
+        seen.add(allowed)
+        children: dict[bytes, tuple[tuple[bool, ...], int, llguidance.LLMatcher]] = {}
+        for tok in self._char_options(m, allowed):
+            self.nodes += 1
+            if self.nodes > EXPLORE_TRIES:
+                return None
+            child = m.deep_copy()
+            if not child.consume_token(tok):
+                continue
+            if child.is_accepting():
+                return [tok]
+            sig = self._allowed_chars(child)
+            if sig not in children:
+                text = self.tokenizer.decode_bytes([tok])
+                closes, opens = self._closes_opens(text, in_string, escaped)
+                rank = (not closes, sig in seen, sig == allowed, opens)
+                children[sig] = (rank, tok, child)
+        for _, tok, child in sorted(children.values(), key=lambda c: c[0]):  # stable
+            state = scan_json(*json_state, self.tokenizer.decode_bytes([tok]))
+            rest = self._explore(child, depth - 1, state, seen)
+            if rest is not None:
+                return [tok, *rest]
+        return None
+
+    @staticmethod
+    def _closes_opens(text: bytes, in_string: bool, escaped: bool) -> tuple[bool, bool]:
+        """Whether the character ends a string or structure, and whether it starts something."""
+        if escaped:
+            return False, False
+        if in_string:
+            return text == b'"', text == b"\\"
+        return text in (b"}", b"]"), text in (b",", b"{", b"[")
+
+    def _allowed_chars(self, m: llguidance.LLMatcher) -> bytes:
+        """Which alphabet tokens ``m`` allows next (the state's signature). One ``validate_tokens``
+        per character (~0.3 us) is several times cheaper than a full mask in wide states."""
+        return bytes(m.validate_tokens([t]) for t in self.alphabet)
+
+    def _char_options(self, m: llguidance.LLMatcher, allowed: bytes) -> list[int]:
+        """The allowed alphabet tokens; when none is allowed (non-ASCII text only), the shortest
+        allowed tokens of the full mask."""
+        chars = [t for t, ok in zip(self.alphabet, allowed, strict=True) if ok]
+        return chars or self._shortest_allowed(m)
+
+    def _shortest_allowed(self, m: llguidance.LLMatcher) -> list[int]:
+        m.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
+        bits = np.unpackbits(self.mask.view(np.uint8), bitorder="little")
+        ids = [int(t) for t in np.flatnonzero(bits)[:256] if int(t) not in self.eos]
+        return sorted(ids, key=lambda t: len(self.tokenizer.decode_bytes([t])))[:CLOSING_BRANCH]
+
     def _options(self, m: llguidance.LLMatcher, in_string: bool) -> list[int]:
         order = self.inside if in_string else self.outside
         opts = [t for t in order if m.validate_tokens([t]) == 1]
-        if opts:
-            return opts
-        m.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
-        allowed = np.flatnonzero(np.unpackbits(self.mask.view(np.uint8), bitorder="little"))
-        allowed = [int(t) for t in allowed[:256] if int(t) not in self.eos]
-        return sorted(allowed, key=lambda t: len(self.tokenizer.decode_bytes([t])))[:CLOSING_BRANCH]
+        return opts or self._shortest_allowed(m)
 
 
 class GrammarConstraint:
@@ -138,6 +229,7 @@ class GrammarConstraint:
         self._bias_bits = np.zeros(n_vocab, dtype=np.uint32)  # float32 bit patterns
         self._n_allowed = 0
         self._next_search = 0  # token count at which the next closing search runs
+        self._next_explore = 0  # token count from which a search may explore again
         self._in_string = False  # JSON string state of the output so far (orders the search)
         self._escaped = False
         self.truncated = False
@@ -228,10 +320,15 @@ class GrammarConstraint:
             return
         if self.matcher.is_accepting():
             return
-        path = self.closing.find(self.matcher, remaining - 1, self._in_string)
+        explore = self.generated >= self._next_explore
+        path = self.closing.find(
+            self.matcher, remaining - 1, self._in_string, self._escaped, explore
+        )
         if path is None:
             self.truncated = True  # no valid closing fits: the sequence will end "length"
             self._next_search = self.generated + 1
+            if explore:
+                self._next_explore = self.generated + EXPLORE_BACKOFF
             return
         self.truncated = False
         if len(path) + 1 >= remaining:

@@ -193,6 +193,66 @@ def test_budget_aware_closing(compiler: GrammarCompiler) -> None:
     assert outcome.report.error == "truncated" and outcome.report.valid is False
 
 
+def drive(
+    compiler: GrammarCompiler, compiled: CompiledGrammar, prefix: str, favourite: str, budget: int
+):
+    """A "model" that wrote ``prefix`` and then always prefers the token of ``favourite`` (as a
+    looping model does); returns (text, outcome)."""
+    con = compiler.constraint(compiled, budget)
+    tokens = compiler.tokenizer.tokenize_str(prefix)
+    for tok in tokens:
+        con.prepare()
+        con.advance(tok)
+    (fav,) = compiler.tokenizer.tokenize_str(favourite)
+    reason = FinishReason.LENGTH
+    while len(tokens) < budget:
+        logits = np.zeros(compiler.n_vocab, dtype=np.float32)
+        logits[fav] = 10.0
+        con.prepare()
+        con.mask_logits(logits)
+        tok = int(np.argmax(logits))
+        if tok in EOS:
+            reason = FinishReason.STOP
+            break
+        tokens.append(tok)
+        con.advance(tok)
+        if con.is_complete():
+            reason = FinishReason.STOP
+            break
+    text = compiler.tokenizer.decode_str(tokens)
+    return text, finalize(compiled, con, text, reason)
+
+
+@pytest.mark.parametrize(
+    ("schema", "prefix", "favourite"),
+    [
+        # An e-mail still in its local part: closing needs an "@" and a domain first.
+        ({"type": "string", "format": "email"}, '"projects/98-02', "x"),
+        # A pattern with literal parts after a looping class.
+        ({"type": "string", "pattern": "^[a-z]+:[0-9]+/v[0-9]$"}, '"abc', "x"),
+        # A number followed by required properties.
+        (
+            {
+                "type": "object",
+                "properties": {"a": {"type": "number"}, "b": {"type": "string"}},
+                "required": ["a", "b"],
+            },
+            '{"a":1',
+            "0",
+        ),
+    ],
+)
+def test_closing_writes_required_text_before_the_budget_ends(
+    compiler: GrammarCompiler, schema: dict, prefix: str, favourite: str
+) -> None:
+    compiled = compiler.compile_sync(_json_spec(schema))
+    text, outcome = drive(compiler, compiled, prefix, favourite, 40)
+    assert outcome.finish_reason == FinishReason.STOP, text
+    jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(json.loads(text))
+
+
 def test_keyword_validated_after_generation_fails_closed(compiler: GrammarCompiler) -> None:
     schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
     compiled = compiler.compile_sync(_json_spec(schema))
