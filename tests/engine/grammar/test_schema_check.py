@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jsonschema
 import pytest
 
 from engine.errors import InvalidRequestError
@@ -20,6 +21,31 @@ def _reject(schema: object, code: str, **kw: object) -> InvalidRequestError:
 def test_invalid_schema_fails_meta_check() -> None:
     err = _reject({"type": "object", "properties": {"a": {"type": "strnig"}}}, "invalid_schema")
     assert "/properties/a/type" in err.message
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "string", "minLength": 2}}},
+        {"$defs": {"x": {"items": {"prefixItems": [{"const": 1}]}}}, "$ref": "#/$defs/x"},
+        {"properties": {"a": {"type": "strnig"}}},  # vocabulary: validation
+        {"items": {"minLength": -1}},  # validation's $defs, reached through applicator
+        {"dependencies": {"a": [1]}},  # the top meta-schema's own keywords
+        {"dependentRequired": {"a": ["b", "b"]}},
+        {"contentSchema": {"anyOf": []}},  # content → applicator
+        {"unevaluatedProperties": {"$anchor": "no spaces allowed"}},  # unevaluated → core
+        {"$defs": {"d": {"format": 5}}},  # format-annotation
+        {"not": {"deprecated": "yes"}},  # meta-data
+    ],
+)
+def test_flattened_2020_12_meta_schema_agrees_with_the_official_one(schema: dict) -> None:
+    official = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+    flat = schema_check.meta_validator(jsonschema.Draft202012Validator)
+
+    def errors(v: jsonschema.protocols.Validator) -> set[tuple[str, tuple]]:
+        return {(e.message, tuple(e.path)) for e in v.iter_errors(schema)}
+
+    assert errors(flat) == errors(official)
 
 
 @pytest.mark.parametrize(
