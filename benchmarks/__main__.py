@@ -14,6 +14,10 @@ first server over each other one are printed and stored. Examples::
     python -m benchmarks serve --url http://127.0.0.1:8000 --model m --rate 2,4 \\
         --slo-ttft-ms 1000 --slo-tpot-ms 100
 
+    # constrained vs unconstrained decoding, both servers, interleaved in one run
+    python -m benchmarks serve --launch hearth --compare-launch llama-server \\
+        --schema benchmarks/schemas/grocery.json --schema-ab --concurrency 1,8
+
     python -m benchmarks table   # the README table from the results file
 """
 
@@ -126,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--temperature", type=float, default=0.0)
     w.add_argument("--schema", type=Path, help="JSON Schema file: send it as response_format")
+    w.add_argument(
+        "--schema-ab",
+        action="store_true",
+        help="with --schema: run every server with and without it, interleaved, and store the"
+        " constrained/unconstrained ratio per server",
+    )
     w.add_argument("--seed", type=int, default=0)
     ld = s.add_argument_group("load")
     ld.add_argument(
@@ -242,12 +252,14 @@ def _loads(args: argparse.Namespace) -> list[tuple[str, LoadShape]]:
 
 
 class _Runner:
-    """One measured thing: an HTTP target or the offline engine."""
+    """One measured thing: an HTTP target or the offline engine; ``workload`` replaces the run's
+    workload (the unconstrained twin of a ``--schema-ab`` pair)."""
 
     def __init__(self, name: str, backend: str, settings: dict[str, Any], target=None, engine=None):
         self.name, self.backend, self.settings = name, backend, settings
         self.target: Target | None = target
         self.engine = engine
+        self.workload: Workload | None = None
 
     async def warm_up(self, workload: Workload, model: str) -> None:
         if self.target is not None:
@@ -259,6 +271,7 @@ class _Runner:
             await run_offline(self.engine, short, LoadShape(2), model=model, progress=False)
 
     async def run(self, workload: Workload, load: LoadShape, slo: SLO, model: str, progress: bool):
+        workload = self.workload or workload
         if self.target is not None:
             figures, run = await measure(self.target, workload, load, slo=slo, progress=progress)
             return run, figures.get("server_metrics")
@@ -331,6 +344,20 @@ async def _start_runners(
     return runners
 
 
+UNCONSTRAINED = "/free"
+
+
+def _schema_twins(runners: list[_Runner], workload: Workload) -> list[_Runner]:
+    """Each runner followed by its twin that sends no response_format (name + ``/free``)."""
+    free = dataclasses.replace(workload, response_format=None)
+    out = []
+    for r in runners:
+        twin = _Runner(r.name + UNCONSTRAINED, r.backend, r.settings, r.target, r.engine)
+        twin.workload = free
+        out += [r, twin]
+    return out
+
+
 async def serve(args: argparse.Namespace) -> int:
     if not (args.url or args.launch or args.offline):
         log.error("give --url, --launch or --offline for what to measure")
@@ -365,7 +392,7 @@ async def _serve(args: argparse.Namespace, settings, card, gguf: Path) -> int:
             settings_ = {
                 "label": args.label, "server": r.name, "load": label, **load.settings(),
                 "rounds": args.rounds, "threads": args.threads, "slots": args.slots,
-                **workload.settings(), **r.settings,
+                **(r.workload or workload).settings(), **r.settings,
             }  # fmt: skip
             row = result_row(
                 "serve", model=card.id, backend=r.backend, settings=settings_, figures=figures
@@ -373,11 +400,17 @@ async def _serve(args: argparse.Namespace, settings, card, gguf: Path) -> int:
             append_result(row, args.results, db)
             rows[r.name] = figures
             plot_runs.append((r.name, label, figures, recs))
-        if len(runners) > 1:
-            _compare(args, runners, label, load, rows, card.id, db)
+        if args.schema_ab:  # each server with its schema over the same server without it
+            for r in runners:
+                if not r.name.endswith(UNCONSTRAINED):
+                    _compare(args, [r.name, r.name + UNCONSTRAINED], label, load, rows, card.id, db)
+        elif len(runners) > 1:
+            _compare(args, [r.name for r in runners], label, load, rows, card.id, db)
 
     async with contextlib.AsyncExitStack() as stack:
         runners = await _start_runners(args, stack, model, gguf, settings)
+        if args.schema_ab and workload.response_format is not None:
+            runners = _schema_twins(runners, workload)
         for r in runners:
             await r.warm_up(workload, model)
         await _sweep(args, runners, workload, slo, model, progress, report)
@@ -428,11 +461,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def _compare(args, runners, label, load, rows, model, db) -> None:
-    first = runners[0].name
+def _compare(args, names: list[str], label, load, rows, model, db) -> None:
+    """Ratios of the first runner's figures over each other one's (one ``serve-compare`` row
+    each)."""
+    first = names[0]
     a = rows[first]
-    for other in runners[1:]:
-        b = rows[other.name]
+    for other in names[1:]:
+        b = rows[other]
         ratios = {
             "output_throughput": _ratio(a["output_throughput"], b["output_throughput"]),
             "ttft_p50": _ratio(a["ttft_ms"]["median"], b["ttft_ms"]["median"]),
@@ -443,7 +478,7 @@ def _compare(args, runners, label, load, rows, model, db) -> None:
             "%s %s / %s: out tok/s %.1f / %.1f = %s×, TTFT p50 %s×, TPOT p50 %s×",
             label,
             first,
-            other.name,
+            other,
             a["output_throughput"] or 0,
             b["output_throughput"] or 0,
             ratios["output_throughput"],
@@ -453,11 +488,11 @@ def _compare(args, runners, label, load, rows, model, db) -> None:
         row = result_row(
             "serve-compare",
             model=model,
-            backend=f"{first}/{other.name}",
+            backend=f"{first}/{other}",
             settings={
                 "label": args.label,
                 "a": first,
-                "b": other.name,
+                "b": other,
                 "load": label,
                 **load.settings(),
                 "rounds": args.rounds,

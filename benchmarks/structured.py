@@ -16,10 +16,11 @@ result line (``benchmarks.report`` format) and appends it to ``--results``:
 - ``throughput``: Hearth's engine in-process, constrained vs unconstrained, at 1 and 8 concurrent
   requests, interleaved over ``--rounds``.
 
-llama.cpp's own ``llama-server`` with the same schema is measured by the serving harness::
+Over HTTP, Hearth and llama.cpp's own ``llama-server``, each with and without the same schema,
+interleaved, are measured by the serving harness::
 
     python -m benchmarks serve --launch hearth --compare-launch llama-server \\
-        --schema SCHEMA.json --concurrency 1,8 --output-tokens 128
+        --schema benchmarks/schemas/grocery.json --schema-ab --concurrency 1,8
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ log = logging.getLogger("benchmarks.structured")
 MODEL = "gemma-3-270m-q4km"
 GGUF = "gemma-3-270m-q4km/gemma-3-270m-Q4_K_M.gguf"
 EOS = frozenset({1, 106, 212})
-# A schema with room for long output, for the throughput part.
+# A schema with room for long output, for the throughput part (benchmarks/schemas/grocery.json).
 THROUGHPUT_SCHEMA = {
     "type": "object",
     "properties": {

@@ -197,3 +197,30 @@ def test_cli_sweep_with_a_compare_server_writes_rows_and_ratios(stub, tmp_path, 
     prompts = [b["prompt"] for b in SEEN[-16:]]
     assert len(set(prompts)) == 8
     assert len(list(tmp_path.glob("serve-*.png"))) == 2
+
+
+def test_cli_schema_ab_runs_each_server_with_and_without_the_schema(stub, tmp_path):
+    from benchmarks.__main__ import main
+    from benchmarks.report import read_results
+
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object"}))
+    results = tmp_path / "r.jsonl"
+    n_seen = len(SEEN)
+    argv = [
+        "serve", "--url", stub.base_url, "--name", "a", "--model", "m", "--api", "chat",
+        "--gguf", str(tmp_path / "none.gguf"), "--concurrency", "1", "--requests", "2",
+        "--rounds", "2", "--input-tokens", "8", "--output-tokens", "3", "--schema", str(schema),
+        "--schema-ab", "--results", str(results), "--db", "", "--no-bandwidth",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    rows = read_results(results)
+    serve = {r["settings"]["server"]: r for r in rows if r["benchmark"] == "serve"}
+    assert set(serve) == {"a", "a/free"}
+    assert serve["a"]["settings"]["response_format"] is True
+    assert serve["a/free"]["settings"]["response_format"] is False
+    (ratio,) = [r for r in rows if r["benchmark"] == "serve-compare"]
+    assert ratio["backend"] == "a/a/free" and ratio["figures"]["ratios"]["output_throughput"] > 0
+    # warm-up + 2 rounds x 2 requests for each of the pair; half of the measured ones constrained
+    sent = SEEN[n_seen:]
+    assert sum("response_format" in b for b in sent[-8:]) == 4
