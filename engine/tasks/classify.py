@@ -41,7 +41,10 @@ Method = Literal["embedding", "llm"]
 FORMAT_VERSION = 1
 MAX_LABEL_CHARS = 100
 # Share of correctly classified held-back examples the default threshold keeps (the rest abstain).
-DEFAULT_KEEP = 0.95
+# Chosen on Banking77 out-of-scope splits other than the benchmark's (10 labels held out, seeds 1
+# and 2): with 0.94 both kept >= 97% accuracy on the in-scope inputs answered while >= 60% of the
+# unknown inputs abstained; with 0.95 only 56-60% abstained.
+DEFAULT_KEEP = 0.94
 # Regularization of the logistic regression (inverse strength), chosen on Banking77 splits.
 DEFAULT_C = 20.0
 # Weight of the embedding block next to the TF-IDF blocks (each block's rows have unit norm).
