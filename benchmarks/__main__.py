@@ -234,7 +234,8 @@ def _workload(args: argparse.Namespace, gguf: Path | None) -> Workload:
 
 def prompts_needed(args: argparse.Namespace) -> int:
     """Distinct prompts for every measured request of every round and level, plus warm-up's."""
-    return sum(load.n_requests for _, load in _loads(args)) * args.rounds + 1
+    twins = 2 if args.schema_ab else 1
+    return sum(load.n_requests for _, load in _loads(args)) * args.rounds * twins + 1
 
 
 def _loads(args: argparse.Namespace) -> list[tuple[str, LoadShape]]:
@@ -301,7 +302,7 @@ async def _start_runners(
             backend = "llama-server"
         stack.enter_context(srv)
         target = Target(kind, srv.base_url, model, backend=backend)
-        return _Runner(kind, backend, {"server": srv.settings()}, target=target)
+        return _Runner(kind, backend, {"launched": srv.settings()}, target=target)
 
     if args.launch:
         runners.append(launch(args.launch))
@@ -441,12 +442,15 @@ async def _sweep(args, runners, workload, slo, model, progress, report) -> None:
         for rnd in range(args.rounds):
             order = runners if rnd % 2 == 0 else list(reversed(runners))
             # Every server gets the same prompts in a round, new ones each round: no run is
-            # helped by a prefix cache filled by an earlier one.
+            # helped by a prefix cache filled by an earlier one. A --schema-ab twin shares its
+            # server's cache, so it gets prompts of its own.
             shape = dataclasses.replace(load, first_index=offset)
-            offset += load.n_requests
+            twin = dataclasses.replace(load, first_index=offset + load.n_requests)
+            offset += load.n_requests * (2 if args.schema_ab else 1)
             for r in order:
                 log.info("round %d/%d, %s, %s", rnd + 1, args.rounds, label, r.name)
-                run, metrics = await r.run(workload, shape, slo, model, progress)
+                run_shape = twin if r.name.endswith(UNCONSTRAINED) else shape
+                run, metrics = await r.run(workload, run_shape, slo, model, progress)
                 recs, dur, m = pooled.get(r.name, ([], 0.0, {}))
                 pooled[r.name] = (recs + run.records, dur + run.duration_s, _add(m, metrics or {}))
         report(label, load, runners, pooled)

@@ -206,7 +206,6 @@ def test_cli_schema_ab_runs_each_server_with_and_without_the_schema(stub, tmp_pa
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps({"type": "object"}))
     results = tmp_path / "r.jsonl"
-    n_seen = len(SEEN)
     argv = [
         "serve", "--url", stub.base_url, "--name", "a", "--model", "m", "--api", "chat",
         "--gguf", str(tmp_path / "none.gguf"), "--concurrency", "1", "--requests", "2",
@@ -221,6 +220,9 @@ def test_cli_schema_ab_runs_each_server_with_and_without_the_schema(stub, tmp_pa
     assert serve["a/free"]["settings"]["response_format"] is False
     (ratio,) = [r for r in rows if r["benchmark"] == "serve-compare"]
     assert ratio["backend"] == "a/a/free" and ratio["figures"]["ratios"]["output_throughput"] > 0
-    # warm-up + 2 rounds x 2 requests for each of the pair; half of the measured ones constrained
-    sent = SEEN[n_seen:]
-    assert sum("response_format" in b for b in sent[-8:]) == 4
+    # warm-up + 2 rounds x 2 requests for each of the pair; half of the measured ones
+    # constrained, and the twins (same server, same prefix cache) never share a prompt
+    sent = SEEN[-8:]
+    assert sum("response_format" in b for b in sent) == 4
+    prompts = [b["messages"][-1]["content"] for b in sent]
+    assert len(set(prompts)) == 8
