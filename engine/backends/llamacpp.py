@@ -542,8 +542,14 @@ class LlamaCppBackend:
                 if constraint is not None:
                     constraint.mask_logits(logits)
                 if eos_blocked:
-                    for t in self._eos_ids:
+                    saved = [(t, logits[t]) for t in self._eos_ids]
+                    for t, _ in saved:
                         logits[t] = -math.inf
+                    if constraint is not None and np.isneginf(logits.max()):
+                        # The grammar allows only the end (e.g. its budget is spent): ignore_eos
+                        # and min_tokens cannot keep a finished structure going.
+                        for t, v in saved:
+                            logits[t] = v
             if seq.greedy:
                 # The sampler chain would copy all 262k logits into a candidate array first;
                 # argmax over the row picks the same token (the first maximum) in ~1/50 the time.

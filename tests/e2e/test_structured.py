@@ -271,6 +271,23 @@ def test_budget_aware_closing(hearth) -> None:
     assert choice["schema_report"]["error"] == "truncated"
 
 
+def test_ignore_eos_does_not_outlast_a_finished_structure(hearth) -> None:
+    """ignore_eos and min_tokens cannot keep a complete JSON value going: the answer ends there,
+    valid, instead of sampling from an all-blocked row."""
+    small = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": small}}
+    body = {"messages": CHAT, "response_format": rf, "max_tokens": 40, "ignore_eos": True,
+            "min_tokens": 30}
+    choice = _post(hearth, "chat/completions", body).json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    assert isinstance(json.loads(choice["message"]["content"])["ok"], bool)
+
+
 def test_unsupported_keyword_is_rejected_unless_lenient(hearth) -> None:
     schema = {"type": "object", "properties": {"when": {"type": "string", "format": "x-epoch"}}}
     rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
