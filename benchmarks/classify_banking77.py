@@ -13,7 +13,7 @@ and a test part. Three result lines (JSON, one per line, see ``benchmarks.report
   recall (unknown inputs that abstain), in-scope accuracy of the answered inputs, in-scope strict
   accuracy (abstaining counts as wrong), in-scope abstention. Plus the same over a threshold grid.
 
-    python -m benchmarks.classify_banking77 ../shared/datasets/banking77 --results bench.jsonl
+    python -m benchmarks.classify_banking77 path/to/banking77 --results bench.jsonl
 """
 
 from __future__ import annotations
