@@ -457,6 +457,10 @@ class LlamaCppBackend:
         # Choosing a token over the 262k vocabulary costs ~2 ms a sequence and releases the GIL,
         # so sequences are sampled two at a time; the results are committed in batch order.
         if len(to_sample) > 1:
+            # The first logits read after a decode reorders llama.cpp's output rows in place (and
+            # clears the pending swaps); two threads doing it at once swap rows back and forth.
+            # Do it once here, so the parallel reads below only read.
+            lc.llama_get_logits(self._ctx)
             choices = list(self._pool.map(self._choose, to_sample))
         else:
             choices = [self._choose(item) for item in to_sample]
