@@ -29,6 +29,13 @@ PERSON = {
     "required": ["name", "age"],
     "additionalProperties": False,
 }
+# A one-field object: complete after a few tokens.
+FLAG = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
 WEATHER = {
     "type": "function",
     "function": {
@@ -249,13 +256,7 @@ def test_extras_regex_choice_grammar(hearth) -> None:
 
 
 def test_budget_aware_closing(hearth) -> None:
-    small = {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}},
-        "required": ["ok"],
-        "additionalProperties": False,
-    }
-    rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": small}}
+    rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": FLAG}}
     r = _post(
         hearth, "chat/completions", {"messages": CHAT, "response_format": rf, "max_tokens": 7}
     )
@@ -274,13 +275,7 @@ def test_budget_aware_closing(hearth) -> None:
 def test_ignore_eos_does_not_outlast_a_finished_structure(hearth) -> None:
     """ignore_eos and min_tokens cannot keep a complete JSON value going: the answer ends there,
     valid, instead of sampling from an all-blocked row."""
-    small = {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}},
-        "required": ["ok"],
-        "additionalProperties": False,
-    }
-    rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": small}}
+    rf = {"type": "json_schema", "json_schema": {"name": "s", "schema": FLAG}}
     body = {"messages": CHAT, "response_format": rf, "max_tokens": 40, "ignore_eos": True,
             "min_tokens": 30}
     choice = _post(hearth, "chat/completions", body).json()["choices"][0]

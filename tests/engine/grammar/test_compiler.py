@@ -61,14 +61,12 @@ def _json_spec(schema: object, **extra: object):
     )
 
 
-def sample(compiler: GrammarCompiler, compiled: CompiledGrammar, budget: int, seed: int):
-    """Random-logit generation through the real mask; returns (text, outcome)."""
-    rng = np.random.default_rng(seed)
-    con = compiler.constraint(compiled, budget)
-    tokens: list[int] = []
+def _generate(compiler, compiled, con, tokens: list[int], budget: int, next_logits):
+    """Greedy over ``next_logits()`` through the real mask until end or ``budget`` tokens;
+    returns (text, outcome)."""
     reason = FinishReason.LENGTH
-    for _ in range(budget):
-        logits = rng.standard_normal(compiler.n_vocab).astype(np.float32)
+    while len(tokens) < budget:
+        logits = next_logits()
         con.prepare()
         con.mask_logits(logits)
         tok = int(np.argmax(logits))
@@ -83,6 +81,16 @@ def sample(compiler: GrammarCompiler, compiled: CompiledGrammar, budget: int, se
             break
     text = compiler.tokenizer.decode_str(tokens)
     return text, finalize(compiled, con, text, reason)
+
+
+def sample(compiler: GrammarCompiler, compiled: CompiledGrammar, budget: int, seed: int):
+    """Random-logit generation through the real mask; returns (text, outcome)."""
+    rng = np.random.default_rng(seed)
+    con = compiler.constraint(compiled, budget)
+    return _generate(
+        compiler, compiled, con, [], budget,
+        lambda: rng.standard_normal(compiler.n_vocab).astype(np.float32),
+    )
 
 
 def test_json_schema_outputs_validate(compiler: GrammarCompiler) -> None:
@@ -204,23 +212,13 @@ def drive(
         con.prepare()
         con.advance(tok)
     (fav,) = compiler.tokenizer.tokenize_str(favourite)
-    reason = FinishReason.LENGTH
-    while len(tokens) < budget:
+
+    def favour() -> np.ndarray:
         logits = np.zeros(compiler.n_vocab, dtype=np.float32)
         logits[fav] = 10.0
-        con.prepare()
-        con.mask_logits(logits)
-        tok = int(np.argmax(logits))
-        if tok in EOS:
-            reason = FinishReason.STOP
-            break
-        tokens.append(tok)
-        con.advance(tok)
-        if con.is_complete():
-            reason = FinishReason.STOP
-            break
-    text = compiler.tokenizer.decode_str(tokens)
-    return text, finalize(compiled, con, text, reason)
+        return logits
+
+    return _generate(compiler, compiled, con, tokens, budget, favour)
 
 
 @pytest.mark.parametrize(
