@@ -72,8 +72,7 @@ class _Seq:
     n_prompt: int
     n_past: int = 0
     n_generated: int = 0
-    sampler: ctypes.c_void_p | None = None
-    greedy: bool = False  # plain argmax: chosen from the logits row, no sampler chain needed
+    sampler: ctypes.c_void_p | None = None  # None: plain greedy, the argmax of the logits row
     # Logits rows of the current batch: batch index -> prompt position (prompt logprobs) or -1.
     prompt_lp: list[float | None] = field(default_factory=list)
     prompt_top: list[tuple[TopLogprob, ...]] = field(default_factory=list)
@@ -316,10 +315,10 @@ class LlamaCppBackend:
 
     def _admit(self, out: list[BackendOutput]) -> None:
         """Move waiting requests into free slots while KV reservations fit."""
+        shared = not self._invariant  # per-slot streams always fit max_model_len
         while self._waiting and len(self._running) < self._n_slots:
             req = self._waiting[0]
             need = len(req.prompt_tokens) + req.params.max_tokens
-            shared = not self._invariant  # per-slot streams always fit max_model_len
             if shared and self._reserved() + need > self._kv_cells and self._running:
                 return  # wait for a running sequence to finish
             if self._sibling_prefilling(req):
@@ -335,10 +334,10 @@ class LlamaCppBackend:
         return sum(s.reserve for s in self._running.values())
 
     def _sibling_prefilling(self, req: BackendRequest) -> bool:
+        if self._invariant:
+            return False  # no copies across KV streams: nothing to wait for
         prompt = req.prompt_tokens
         for seq in self._running.values():
-            if self._invariant:
-                return False
             if seq.prefilling and seq.tokens[: len(prompt)] == prompt and len(prompt) > 32:
                 return True
         return False
@@ -380,16 +379,18 @@ class LlamaCppBackend:
             lc.llama_memory_seq_rm(self._mem, slot.seq_id, 0, -1)
             slot.cached = []
         seq.sampler = self._make_sampler(req)
-        p = req.params
-        seq.greedy = (
-            p.temperature <= 0.0 and not p.logit_bias and p.repetition_penalty == 1.0
-            and not p.presence_penalty and not p.frequency_penalty
-        )
         slot.seq = seq
         return seq
 
     def _make_sampler(self, req: BackendRequest):
+        """llama.cpp's sampler chain for the request; None for plain greedy (no bias, no
+        penalties), which takes the argmax of the logits row instead: the chain would first copy
+        all 262k logits into a candidate array."""
         p = req.params
+        plain = not (p.logit_bias or p.repetition_penalty != 1.0 or p.presence_penalty
+                     or p.frequency_penalty)
+        if p.temperature <= 0.0 and plain:
+            return None
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
         if p.logit_bias:
@@ -532,10 +533,12 @@ class LlamaCppBackend:
         seq, idx = item
         p = seq.req.params
         constraint = seq.req.constraint
-        eos_blocked = p.ignore_eos or seq.n_generated < p.min_tokens
-        needs_view = (
-            p.logprobs is not None or constraint is not None or eos_blocked or seq.greedy
+        # ignore_eos and min_tokens cannot keep a finished structure going.
+        eos_blocked = (p.ignore_eos or seq.n_generated < p.min_tokens) and not (
+            constraint is not None and constraint.is_complete()
         )
+        greedy = seq.sampler is None
+        needs_view = p.logprobs is not None or constraint is not None or eos_blocked or greedy
         logprob, top = None, ()
         try:
             if needs_view:
@@ -546,17 +549,9 @@ class LlamaCppBackend:
                 if constraint is not None:
                     constraint.mask_logits(logits)
                 if eos_blocked:
-                    saved = [(t, logits[t]) for t in self._eos_ids]
-                    for t, _ in saved:
+                    for t in self._eos_ids:
                         logits[t] = -math.inf
-                    if constraint is not None and np.isneginf(logits.max()):
-                        # The grammar allows only the end (e.g. its budget is spent): ignore_eos
-                        # and min_tokens cannot keep a finished structure going.
-                        for t, v in saved:
-                            logits[t] = v
-            if seq.greedy:
-                # The sampler chain would copy all 262k logits into a candidate array first;
-                # argmax over the row picks the same token (the first maximum) in ~1/50 the time.
+            if greedy:  # the first maximum, as llama.cpp's greedy sampler picks
                 token = int(np.argmax(logits))
             else:
                 token = lc.llama_sampler_sample(seq.sampler, self._ctx, idx)
