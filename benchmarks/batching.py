@@ -3,31 +3,22 @@
     python -m benchmarks.batching --streams 8 --rounds 2 [--no-batch-invariant]
 
 Drives the backend directly (no engine, no HTTP) so the figure is the batching efficiency of the
-step loop itself. Prints one JSON line: git sha, machine, model, settings, tok/s per round, ratio.
+step loop itself. Prints one result line (``benchmarks.report``): tok/s per round and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import threading
 import time
+from pathlib import Path
 
+from benchmarks.report import append_result, result_row
 from configs import load_settings
 from engine.backends.llamacpp import LlamaCppBackend
 from engine.types import BackendRequest, SamplingParams
 from models import get_card
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -38,6 +29,7 @@ def main() -> None:
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--prompt-words", type=int, default=45)
     ap.add_argument("--no-batch-invariant", action="store_true")
+    ap.add_argument("--results", type=Path, help="also append the result line to this file")
     args = ap.parse_args()
     invariant = not args.no_batch_invariant
     env = dict(os.environ, HEARTH_LLM_BATCH_INVARIANT=str(invariant).lower())
@@ -74,15 +66,23 @@ def main() -> None:
         one.append(run(1, f"one{k}"))
         many.append(run(args.streams, f"many{k}"))
     backend.close()
-    print(json.dumps({  # noqa: T201 - the result line
-        "bench": "batching", "git_sha": _git_sha(), "machine": platform.node(),
-        "cpus": os.cpu_count(), "model": settings.llm.model, "backend": "llamacpp",
-        "settings": {"batch_invariant": invariant, "streams": args.streams,
-                     "output_tokens": args.output_tokens, "threads": settings.llm.n_threads},
-        "tok_s_1": [round(x, 1) for x in one], f"tok_s_{args.streams}": [round(x, 1) for x in many],
-        "ratio": round(sum(many) / sum(one), 2),
-    }))
-
+    row = result_row(
+        "batching",
+        model=settings.llm.model,
+        backend="llamacpp",
+        settings={
+            "batch_invariant": invariant,
+            "streams": args.streams,
+            "output_tokens": args.output_tokens,
+            "threads": settings.llm.n_threads,
+        },
+        figures={
+            "tok_s_1": [round(x, 1) for x in one],
+            f"tok_s_{args.streams}": [round(x, 1) for x in many],
+            "ratio": round(sum(many) / sum(one), 2),
+        },
+    )
+    append_result(row, args.results)
 
 if __name__ == "__main__":
     main()
