@@ -168,12 +168,14 @@ class LinearHead:
     weights: np.ndarray  # (L, F) float32
     bias: np.ndarray  # (L,) float32
     temperature: float = 1.0
-    _by_feature: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # (F, L) C-contiguous copy of the weights: a sparse row times it gathers rows (~10x faster
+    # than multiplying by W.T's view).
+    _by_feature: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_feature = np.ascontiguousarray(self.weights.T)
 
     def logits(self, features) -> np.ndarray:
-        # (F, L) C-contiguous: a sparse row times it gathers rows (~10x faster than W.T's view).
-        if self._by_feature is None or self._by_feature.shape != self.weights.T.shape:
-            self._by_feature = np.ascontiguousarray(self.weights.T)
         return np.asarray(features @ self._by_feature, dtype=np.float64) + self.bias
 
     def probabilities(self, features) -> np.ndarray:
