@@ -262,6 +262,11 @@ class _Runner:
         self.engine = engine
         self.workload: Workload | None = None
 
+    @property
+    def is_twin(self) -> bool:
+        """The unconstrained twin of a ``--schema-ab`` pair."""
+        return self.workload is not None
+
     async def warm_up(self, workload: Workload, model: str) -> None:
         if self.target is not None:
             await warm_up(self.target, workload)
@@ -403,7 +408,7 @@ async def _serve(args: argparse.Namespace, settings, card, gguf: Path) -> int:
             plot_runs.append((r.name, label, figures, recs))
         if args.schema_ab:  # each server with its schema over the same server without it
             for r in runners:
-                if not r.name.endswith(UNCONSTRAINED):
+                if not r.is_twin:
                     _compare(args, [r.name, r.name + UNCONSTRAINED], label, load, rows, card.id, db)
         elif len(runners) > 1:
             _compare(args, [r.name for r in runners], label, load, rows, card.id, db)
@@ -449,7 +454,7 @@ async def _sweep(args, runners, workload, slo, model, progress, report) -> None:
             offset += load.n_requests * (2 if args.schema_ab else 1)
             for r in order:
                 log.info("round %d/%d, %s, %s", rnd + 1, args.rounds, label, r.name)
-                run_shape = twin if r.name.endswith(UNCONSTRAINED) else shape
+                run_shape = twin if r.is_twin else shape
                 run, metrics = await r.run(workload, run_shape, slo, model, progress)
                 recs, dur, m = pooled.get(r.name, ([], 0.0, {}))
                 pooled[r.name] = (recs + run.records, dur + run.duration_s, _add(m, metrics or {}))
