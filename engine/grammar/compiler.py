@@ -26,7 +26,7 @@ import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 
 from engine.errors import InvalidRequestError, UnprocessableError
-from engine.grammar.constraint import ClosingSearch, GrammarConstraint
+from engine.grammar.constraint import ClosingSearch, GrammarConstraint, closing_hints
 from engine.grammar.schema_check import SchemaAnalysis, check_schema, grammar_schema
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import JSON_OPTIONS, tools_lark
@@ -55,6 +55,8 @@ class CompiledGrammar:
     tool_analyses: tuple[SchemaAnalysis, ...] = ()
     compile_s: float = 0.0
     nbytes: int = field(default=0)
+    # The schema's words as token ids, for the budget-aware closing search.
+    hints: tuple[tuple[int, ...], ...] = ()
 
 
 class GrammarCompiler:
@@ -138,7 +140,11 @@ class GrammarCompiler:
         spec = compiled.spec
         free_text = spec.kind == "tools" and spec.tool_choice == "auto" and spec.schema is None
         # Free text (tool_choice auto) is not closed early: a cut answer stays "length".
-        closing = None if free_text else ClosingSearch(self.tokenizer, self.eos, self._words)
+        closing = (
+            None
+            if free_text
+            else ClosingSearch(self.tokenizer, self.eos, self._words, compiled.hints)
+        )
         return GrammarConstraint(
             compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
         )
@@ -181,9 +187,13 @@ class GrammarCompiler:
         probe.unsafe_compute_mask_ptr(ctypes.addressof(buf), len(mask))
         if probe.is_error():
             raise self._too_complex(spec, probe.get_error())
-        nbytes = 4 * len(grammar) + 64 * 1024
+        schemas = [spec.schema, *(t.parameters for t in spec.tools or ())]
+        words = (self.tokenizer.tokenize_str(text) for text in closing_hints(*schemas))
+        hints = tuple(tuple(ids) for ids in words if ids)
+        nbytes = 4 * len(grammar) + 64 * 1024 + 64 * len(hints)
         return CompiledGrammar(
-            spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes
+            spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes,
+            hints,
         )
 
     def _grammar_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:

@@ -10,11 +10,15 @@ once the remaining budget equals that path plus one token for end-of-sequence, f
 no path fits, generation runs on and ends ``length``; ``truncated`` then says so. The search first
 tries structure-closing tokens (cheap, enough for most states); states that need specific text
 first (an e-mail without its ``@``, a pattern's literal parts) are left by an exploring search over
-single characters that prefers characters leading to states it has not seen yet.
+single characters that prefers characters leading to states it has not seen yet. Both try the
+schema's own words as well (``closing_hints``: required and declared property names as ``"name":``,
+string enum/const values): where extra properties are allowed, a generic search would write
+anonymous keys forever instead of the required ones.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -25,10 +29,17 @@ logger = logging.getLogger(__name__)
 
 _NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf
 
-# Start looking for a closing path when this few tokens remain.
+# Track the closing path closely (a search every few tokens) when this few tokens remain.
 CLOSING_WINDOW = 48
+# Start looking for a closing path when this few tokens remain: a deep structure (required
+# objects, counted digits written a character at a time) can need more than the window to close.
+# Out here searches are sparse: the next one comes after half the slack, at most 16 tokens.
+CLOSING_HORIZON = 192
 # Bound on the matcher states one closing search visits.
-CLOSING_NODES = 96
+CLOSING_NODES = 160
+# Force the closing path this many tokens (plus a quarter of its length) before the budget would
+# just fit it: one more model token can lengthen the closing (a new key that needs its value).
+CLOSING_MARGIN = 4
 # Children tried per state.
 CLOSING_BRANCH = 3
 # Texts the search tries first, in order: inside a JSON string, and outside one.
@@ -40,6 +51,42 @@ EXPLORE_TRIES = 1000
 EXPLORE_BACKOFF = 6
 # The exploring search's alphabet: printable ASCII, structural characters first.
 ALPHABET = '"}],:{[0a' + "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"}],:{[0a')
+# Bound on the schema words (``closing_hints``) a search tries.
+MAX_HINTS = 256
+
+
+def closing_hints(*schemas: object) -> list[str]:
+    """Texts a closing may need that no generic search guesses: ``"name":`` for required, then
+    declared, property names, and ``"value"`` for string enum and const values, in schema order."""
+    required: list[str] = []
+    declared: list[str] = []
+    values: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        names = node.get("required")
+        if isinstance(names, list):
+            required.extend(n for n in names if isinstance(n, str))
+        props = node.get("properties")
+        if isinstance(props, dict):
+            declared.extend(props)
+        for key in ("enum", "const"):
+            vals = node.get(key)
+            vals = vals if isinstance(vals, list) else [vals] if key in node else []
+            values.extend(v for v in vals if isinstance(v, str))
+        for key, value in node.items():
+            if key not in ("enum", "const", "required", "examples", "default"):
+                walk(value)
+
+    for schema in schemas:
+        walk(schema)
+    texts = [json.dumps(n) + ":" for n in required + declared] + [json.dumps(v) for v in values]
+    return list(dict.fromkeys(texts))[:MAX_HINTS]
 
 
 def scan_json(in_string: bool, escaped: bool, data: bytes) -> tuple[bool, bool]:
@@ -54,6 +101,18 @@ def scan_json(in_string: bool, escaped: bool, data: bytes) -> tuple[bool, bool]:
     return in_string, escaped
 
 
+def open_string(text: bytes) -> bytes:
+    """The content of the JSON string ``text`` ends inside (after its last unescaped quote)."""
+    i = len(text)
+    while True:
+        i = text.rfind(b'"', 0, i)
+        if i < 0:
+            return text
+        slashes = len(text[:i]) - len(text[:i].rstrip(b"\\"))
+        if slashes % 2 == 0:
+            return text[i + 1 :]
+
+
 class ClosingSearch:
     """Depth-first search for a short completion, trying structure-closing tokens first.
 
@@ -62,15 +121,45 @@ class ClosingSearch:
     """
 
     def __init__(
-        self, tokenizer: llguidance.LLTokenizer, eos: frozenset[int], mask_words: int
+        self,
+        tokenizer: llguidance.LLTokenizer,
+        eos: frozenset[int],
+        mask_words: int,
+        hints: tuple[tuple[int, ...], ...] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.eos = eos
         self.mask = np.zeros(mask_words, dtype=np.int32)
         self.inside = self._ids(IN_STRING)
         self.outside = self._ids(OUTSIDE)
+        self.closers = self.outside[:2]  # "}" and "]": tried before any hint
         self.alphabet = self._ids(list(ALPHABET))
+        # Hints grouped by first token: one validate_tokens call rules a whole group out.
+        self.hints: dict[int, list[tuple[int, ...]]] = {}
+        for h in hints:
+            self.hints.setdefault(h[0], []).append(h)
+        self.hint_texts = [tokenizer.decode_bytes(list(h)) for h in hints]
         self.nodes = 0
+
+    def _hint_rests(self, m: llguidance.LLMatcher, begun: bytes) -> list[tuple[int, ...]]:
+        """The rests of the schema words that start with ``begun`` (a string's quote and content)
+        that ``m`` accepts whole."""
+        out = []
+        for text in self.hint_texts:
+            if len(text) > len(begun) and text.startswith(begun):
+                ids = tuple(self.tokenizer.tokenize_bytes(text[len(begun) :]))
+                if ids and m.validate_tokens(list(ids)) == len(ids):
+                    out.append(ids)
+        return out
+
+    def _hint_options(self, m: llguidance.LLMatcher) -> list[tuple[int, ...]]:
+        """The schema words ``m`` accepts whole at this point."""
+        out = []
+        for first, group in self.hints.items():
+            if m.validate_tokens([first]) != 1:
+                continue
+            out.extend(h for h in group if m.validate_tokens(list(h)) == len(h))
+        return out
 
     def _ids(self, texts: list[str]) -> list[int]:
         ids = []
@@ -87,18 +176,22 @@ class ClosingSearch:
         in_string: bool,
         escaped: bool = False,
         explore: bool = True,
+        tail: bytes = b"",
     ) -> list[int] | None:
         """Token ids that lead ``matcher`` to an accepting state, at most ``max_len`` of them.
         ``in_string``/``escaped``: the JSON string state of the text so far (orders the search);
-        ``explore`` allows the costlier exploring search when structure-closing tokens fail."""
+        ``explore`` allows the costlier exploring search when structure-closing tokens fail;
+        ``tail``: the last bytes of the text so far (a key being written completes to a hint)."""
         self.nodes = 0
-        path = self._dfs(matcher.deep_copy(), max_len, in_string)
+        path = self._dfs(matcher.deep_copy(), max_len, in_string, tail)
         if path is None and explore:
             self.nodes = 0
             path = self._explore(matcher.deep_copy(), max_len, (in_string, escaped), set())
         return path
 
-    def _dfs(self, m: llguidance.LLMatcher, depth: int, in_string: bool) -> list[int] | None:
+    def _dfs(
+        self, m: llguidance.LLMatcher, depth: int, in_string: bool, tail: bytes
+    ) -> list[int] | None:
         if m.is_accepting():
             return []
         self.nodes += 1
@@ -108,18 +201,22 @@ class ClosingSearch:
         if forced:
             if len(forced) > depth or not m.consume_tokens(forced):
                 return None
-            state, _ = scan_json(in_string, False, self.tokenizer.decode_bytes(forced))
-            rest = self._dfs(m, depth - len(forced), state)
+            text = self.tokenizer.decode_bytes(forced)
+            state, _ = scan_json(in_string, False, text)
+            rest = self._dfs(m, depth - len(forced), state, (tail + text)[-64:])
             return None if rest is None else forced + rest
         tried = 0
-        for tok in self._options(m, in_string):
-            child = m.deep_copy()
-            if not child.consume_token(tok):
+        for seq in self._options(m, in_string, tail):
+            if len(seq) > depth:
                 continue
-            state, _ = scan_json(in_string, False, self.tokenizer.decode_bytes([tok]))
-            rest = self._dfs(child, depth - 1, state)
+            child = m.deep_copy()
+            if not child.consume_tokens(list(seq)):
+                continue
+            text = self.tokenizer.decode_bytes(list(seq))
+            state, _ = scan_json(in_string, False, text)
+            rest = self._dfs(child, depth - len(seq), state, (tail + text)[-64:])
             if rest is not None:
-                return [tok, *rest]
+                return [*seq, *rest]
             tried += 1
             if tried >= CLOSING_BRANCH:
                 break
@@ -151,6 +248,16 @@ class ClosingSearch:
         in_string, escaped = json_state
         allowed = self._allowed_chars(m)
         seen.add(allowed)
+        if not in_string and self.hints:  # the schema's words first: required keys, enum values
+            for seq in self._hint_options(m):
+                self.nodes += 1
+                child = m.deep_copy()
+                if len(seq) > depth or not child.consume_tokens(list(seq)):
+                    continue
+                state = scan_json(*json_state, self.tokenizer.decode_bytes(list(seq)))
+                rest = self._explore(child, depth - len(seq), state, seen)
+                if rest is not None:
+                    return [*seq, *rest]
         children: dict[bytes, tuple[tuple[bool, ...], int, llguidance.LLMatcher]] = {}
         for tok in self._char_options(m, allowed):
             self.nodes += 1
@@ -200,10 +307,20 @@ class ClosingSearch:
         ids = [int(t) for t in np.flatnonzero(bits)[:256] if int(t) not in self.eos]
         return sorted(ids, key=lambda t: len(self.tokenizer.decode_bytes([t])))[:CLOSING_BRANCH]
 
-    def _options(self, m: llguidance.LLMatcher, in_string: bool) -> list[int]:
+    def _options(
+        self, m: llguidance.LLMatcher, in_string: bool, tail: bytes = b""
+    ) -> list[tuple[int, ...]]:
+        """Token sequences to try: closing tokens, then schema words (outside a string), then the
+        other structural tokens; the shortest allowed tokens when none of those fits. Inside a
+        string, the rest of a schema word the string has begun comes first."""
         order = self.inside if in_string else self.outside
-        opts = [t for t in order if m.validate_tokens([t]) == 1]
-        return opts or self._shortest_allowed(m)
+        ok = [(t,) for t in order if m.validate_tokens([t]) == 1]
+        if in_string and self.hint_texts:
+            ok = self._hint_rests(m, b'"' + open_string(tail)) + ok
+        elif self.hints:
+            closers = [o for o in ok if o[0] in self.closers]
+            ok = closers + self._hint_options(m) + [o for o in ok if o[0] not in self.closers]
+        return ok or [(t,) for t in self._shortest_allowed(m)]
 
 
 class GrammarConstraint:
@@ -232,6 +349,7 @@ class GrammarConstraint:
         self._next_explore = 0  # token count from which a search may explore again
         self._in_string = False  # JSON string state of the output so far (orders the search)
         self._escaped = False
+        self._tail = b""  # the last bytes of the output (a key being written, for the search)
         self.truncated = False
         # The grammar text, for backends with their own grammar engine (set by BoundFormat).
         self.grammar: str | None = None
@@ -276,6 +394,7 @@ class GrammarConstraint:
         if self.closing is not None:
             piece = self.closing.tokenizer.decode_bytes([token_id])
             self._in_string, self._escaped = scan_json(self._in_string, self._escaped, piece)
+            self._tail = (self._tail + piece)[-64:]
         self._mask_valid = False
         if self._forced and self._forced[0] == token_id:
             self._forced.pop(0)
@@ -316,23 +435,26 @@ class GrammarConstraint:
         if self.budget is None or self.closing is None or self._forced:
             return
         remaining = self.budget - self.generated
-        if remaining > CLOSING_WINDOW or self.generated < self._next_search:
+        if remaining > CLOSING_HORIZON or self.generated < self._next_search:
             return
         if self.matcher.is_accepting():
             return
         explore = self.generated >= self._next_explore
         path = self.closing.find(
-            self.matcher, remaining - 1, self._in_string, self._escaped, explore
+            self.matcher, remaining - 1, self._in_string, self._escaped, explore, self._tail
         )
         if path is None:
             self.truncated = True  # no valid closing fits: the sequence will end "length"
-            self._next_search = self.generated + 1
-            if explore:
-                self._next_explore = self.generated + EXPLORE_BACKOFF
+            self._next_search = self.generated + (1 if remaining <= CLOSING_WINDOW else 4)
+            if explore:  # far from the end an exploring search (up to ~60 ms) runs rarely
+                far = max(0, remaining - CLOSING_WINDOW) // 4
+                self._next_explore = self.generated + max(EXPLORE_BACKOFF, far)
             return
         self.truncated = False
-        if len(path) + 1 >= remaining:
+        need = len(path) + 1 + CLOSING_MARGIN + len(path) // 4
+        if need >= remaining:
             self._forced = path
         else:  # search again every few tokens, and every token once the end is near
-            slack = remaining - len(path) - 1
-            self._next_search = self.generated + max(1, min(4, slack // 2))
+            slack = remaining - need
+            step = 4 if remaining <= CLOSING_WINDOW else 16
+            self._next_search = self.generated + max(1, min(step, slack // 2))

@@ -251,6 +251,54 @@ def test_closing_writes_required_text_before_the_budget_ends(
     ).validate(json.loads(text))
 
 
+def test_closing_completes_a_begun_key_to_the_required_property(
+    compiler: GrammarCompiler,
+) -> None:
+    """``{"kind`` could become the optional ``kindStamp`` (an unanchored pattern: any text, the
+    search used to loop inside it) or the required ``kindType``: the search finishes the key as
+    the schema's word."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "kindStamp": {"type": "string", "pattern": "[0-9]{4}Z"},
+            "kindType": {"enum": ["bonus", "charge"]},
+        },
+        "required": ["kindType"],
+        "additionalProperties": False,
+    }
+    con = compiler.constraint(compiler.compile_sync(_json_spec(schema)), 100)
+    prefix = '{"kind'
+    assert con.matcher.consume_tokens(compiler.tokenizer.tokenize_str(prefix))
+    path = con.closing.find(con.matcher, 30, True, False, explore=False, tail=prefix.encode())
+    assert path is not None
+    text = prefix + compiler.tokenizer.decode_str(path)
+    assert json.loads(text) in ({"kindType": "bonus"}, {"kindType": "charge"}), text
+
+
+def test_closing_writes_the_required_keys_a_generic_search_cannot_guess(
+    compiler: GrammarCompiler,
+) -> None:
+    """Open objects (extra keys allowed) with a chain of required objects and enum values: the
+    closing needs the schema's own words (a generic search writes anonymous keys forever)."""
+    parts = ["populate", "evaluate", "crossover", "mutator", "selectPolicy", "indelPolicy"]
+    schema = {
+        "type": "object",
+        "properties": {
+            p: {
+                "type": "object",
+                "properties": {"class": {"enum": [f"{p}Fast", f"{p}Slow"]}},
+                "required": ["class"],
+            }
+            for p in parts
+        },
+        "required": parts,
+    }
+    compiled = compiler.compile_sync(_json_spec(schema))
+    text, outcome = drive(compiler, compiled, '{"populate":{"class":"populateFast","id":"1', "1", 120)
+    assert outcome.finish_reason == FinishReason.STOP, text
+    jsonschema.validate(json.loads(text), schema)
+
+
 def test_keyword_validated_after_generation_fails_closed(compiler: GrammarCompiler) -> None:
     schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
     compiled = compiler.compile_sync(_json_spec(schema))
