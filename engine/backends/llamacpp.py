@@ -9,7 +9,8 @@ samples the same whatever else is in the batch.
 
 Threading: one thread (the step loop) owns the context; ``submit``/``abort`` only touch a locked
 inbox. ctypes releases the GIL during ``llama_decode``, so grammar masks for the next token are
-prepared in a small pool while the forward pass runs.
+prepared in a small pool while the forward pass runs when a core is free for them; when llama.cpp's
+threads take every core, masks are computed just after the forward pass, two at a time.
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ class _Seq:
         return self.n_prompt + self.req.params.max_tokens
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class LlamaCppBackend:
     name = "llamacpp"
 
@@ -114,6 +123,11 @@ class LlamaCppBackend:
         self._prefix_hits = 0
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hearth-mask")
+        # Grammar masks overlap the forward pass only when a core is left over: llama.cpp's
+        # threads wait for each other at every op, so a mask that takes one of their cores stalls
+        # them all. Otherwise masks are computed right after the decode, two at a time, as part
+        # of choosing each sequence's token.
+        self._overlap_masks = _cores() > cfg.n_threads
         self._piece_cache: dict[int, bytes] = {}
         self._model = self._ctx = self._vocab = None
         self._alive = False
@@ -438,7 +452,7 @@ class LlamaCppBackend:
         prep = [
             self._pool.submit(s.req.constraint.prepare)
             for s, _, _, sample_idx in plan
-            if sample_idx is not None and s.req.constraint is not None
+            if sample_idx is not None and s.req.constraint is not None and self._overlap_masks
         ]
         rc = lc.llama_decode(self._ctx, self._batch)
         for f in prep:
