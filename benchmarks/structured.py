@@ -14,7 +14,8 @@ result line (``benchmarks.report`` format) and appends it to ``--results``:
 - ``compliance``: the real model on a sample of accepted schemas: share that ends ``stop`` with
   output valid under python-jsonschema (Draft 2020-12, formats checked), and how many end otherwise.
 - ``throughput``: Hearth's engine in-process, constrained vs unconstrained, at 1 and 8 concurrent
-  requests, interleaved over ``--rounds``.
+  requests, interleaved over ``--rounds``; each unconstrained request is made exactly as long as
+  its constrained twin (``ignore_eos``), so the ratio is the constraint's cost alone.
 
 Over HTTP, Hearth and llama.cpp's own ``llama-server``, each with and without the same schema,
 interleaved, are measured by the serving harness::
@@ -67,6 +68,7 @@ THROUGHPUT_SCHEMA = {
                 "required": ["name", "qty", "note"],
                 "additionalProperties": False,
             },
+            "minItems": 4,  # long enough answers that decoding, not the prompt, dominates
         },
     },
     "required": ["title", "items"],
@@ -227,9 +229,13 @@ async def _generate(engine: Any, spec: Any, prompt: str, max_tokens: int, **kw: 
     return text, str(finish), outcome, tokens
 
 
-async def part_compliance(engine: Any, judge: Judge, bench: Path, n: int, max_tokens: int):
+async def part_compliance(
+    engine: Any, judge: Judge, bench: Path, n: int, max_tokens: int, only: set[str] | None = None
+):
     rows = [json.loads(line) for line in (bench / "manifest.jsonl").read_text().splitlines()]
     random.Random(0).shuffle(rows)
+    if only:  # re-run named schemas (e.g. the last run's failures)
+        rows = [r for r in rows if r["schema"] in only]
     counts: Counter[str] = Counter()
     others: dict[str, str] = {}  # schema → outcome, for every schema not ending stop + valid
     tried = 0
@@ -277,16 +283,29 @@ async def part_throughput(engine: Any, rounds: int, max_tokens: int) -> dict[str
     await _generate(engine, spec, prompt, 8)  # warm-up: compile and tokenizer
     for _ in range(rounds):
         for conc in (1, 8):
-            for label, s in (("unconstrained", None), ("constrained", spec)):
+            # Constrained first; then the unconstrained twin makes each request exactly as long
+            # as its constrained one (ignore_eos, max_tokens = that length), so both runs decode
+            # the same tokens in the same ragged batch and only the constraint's cost differs.
+            lengths: list[int] = []
+            for label in ("constrained", "unconstrained"):
+                twin = label == "unconstrained"
                 t0 = time.perf_counter()
                 outs = await asyncio.gather(
                     *(
-                        _generate(engine, s, prompt, max_tokens, seed=i, ignore_eos=s is None)
+                        _generate(
+                            engine,
+                            None if twin else spec,
+                            prompt,
+                            max(lengths[i], 1) if twin else max_tokens,
+                            seed=i,
+                            ignore_eos=twin,
+                        )
                         for i in range(conc)
                     )
                 )
-                tokens = sum(o[3] for o in outs)
-                rates[f"{label}_c{conc}"].append(tokens / (time.perf_counter() - t0))
+                lengths = [o[3] for o in outs]
+                rates[f"{label}_c{conc}"].append(sum(lengths) / (time.perf_counter() - t0))
+                rates[f"{label}_tokens_c{conc}"].append(sum(lengths))
     fig = {k: round(float(np.median(v)), 2) for k, v in rates.items()}
     for conc in (1, 8):
         fig[f"ratio_c{conc}"] = round(
@@ -323,9 +342,11 @@ async def _model_parts(args: argparse.Namespace, judge: Judge) -> None:
             )
         if "compliance" in args.parts:
             fig = await part_compliance(
-                engine, judge, args.bench, args.compliance_n, args.max_tokens
+                engine, judge, args.bench, args.compliance_n, args.max_tokens, args.schemas
             )
             knobs = {"n": args.compliance_n, "max_tokens": args.max_tokens}
+            if args.schemas:
+                knobs["schemas"] = sorted(args.schemas)
             _emit("compliance", knobs, fig, args.results)
 
 
@@ -340,11 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N bench schemas (coverage)")
     p.add_argument("--compliance-n", type=int, default=30)
     p.add_argument("--max-tokens", type=int, default=384, help="compliance output budget")
+    p.add_argument(
+        "--schemas", default=None, help="compliance on these schemas only (comma-separated paths)"
+    )
     p.add_argument("--output-tokens", type=int, default=96, help="throughput output length")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/structured.jsonl"))
     args = p.parse_args(argv)
     args.parts = set(args.parts.split(","))
+    args.schemas = set(args.schemas.split(",")) if args.schemas else None
     logging.basicConfig(level=logging.WARNING)
     compiler = GrammarCompiler.from_gguf(args.models_dir / GGUF, EOS)
     judge = Judge(compiler)
