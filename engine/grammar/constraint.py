@@ -217,6 +217,8 @@ class ClosingSearch:
             rest = self._dfs(child, depth - len(seq), state, (tail + text)[-64:])
             if rest is not None:
                 return [*seq, *rest]
+            if self.nodes > CLOSING_NODES:
+                return None  # out of budget: stop, do not try the siblings
             tried += 1
             if tried >= CLOSING_BRANCH:
                 break
@@ -445,7 +447,9 @@ class GrammarConstraint:
         )
         if path is None:
             self.truncated = True  # no valid closing fits: the sequence will end "length"
-            self._next_search = self.generated + (1 if remaining <= CLOSING_WINDOW else 4)
+            # Far from the end a failed search (up to ~30 ms) is retried every few tokens.
+            far = max(0, remaining - CLOSING_WINDOW) // 8
+            self._next_search = self.generated + max(1, min(far, 16))
             if explore:  # far from the end an exploring search (up to ~60 ms) runs rarely
                 far = max(0, remaining - CLOSING_WINDOW) // 4
                 self._next_explore = self.generated + max(EXPLORE_BACKOFF, far)
