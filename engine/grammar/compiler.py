@@ -26,7 +26,12 @@ import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 
 from engine.errors import InvalidRequestError, UnprocessableError
-from engine.grammar.constraint import ClosingSearch, GrammarConstraint, closing_hints
+from engine.grammar.constraint import (
+    ClosingSearch,
+    GrammarConstraint,
+    closing_hints,
+    string_endings,
+)
 from engine.grammar.schema_check import SchemaAnalysis, check_schema, grammar_schema
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import JSON_OPTIONS, tools_lark
@@ -57,6 +62,8 @@ class CompiledGrammar:
     nbytes: int = field(default=0)
     # The schema's words as token ids, for the budget-aware closing search.
     hints: tuple[tuple[int, ...], ...] = ()
+    # Ways to finish a begun string (pattern matches, format examples) for the same search.
+    endings: tuple[tuple[int, ...], ...] = ()
 
 
 class GrammarCompiler:
@@ -143,7 +150,9 @@ class GrammarCompiler:
         closing = (
             None
             if free_text
-            else ClosingSearch(self.tokenizer, self.eos, self._words, compiled.hints)
+            else ClosingSearch(
+                self.tokenizer, self.eos, self._words, compiled.hints, compiled.endings
+            )
         )
         return GrammarConstraint(
             compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
@@ -190,10 +199,12 @@ class GrammarCompiler:
         schemas = [spec.schema, *(t.parameters for t in spec.tools or ())]
         words = (self.tokenizer.tokenize_str(text) for text in closing_hints(*schemas))
         hints = tuple(tuple(ids) for ids in words if ids)
-        nbytes = 4 * len(grammar) + 64 * 1024 + 64 * len(hints)
+        ends = (self.tokenizer.tokenize_str(text) for text in string_endings(*schemas))
+        endings = tuple(tuple(ids) for ids in ends if ids)
+        nbytes = 4 * len(grammar) + 64 * 1024 + 64 * (len(hints) + len(endings))
         return CompiledGrammar(
             spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes,
-            hints,
+            hints, endings,
         )
 
     def _grammar_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:

@@ -13,7 +13,10 @@ first (an e-mail without its ``@``, a pattern's literal parts) are left by an ex
 single characters that prefers characters leading to states it has not seen yet. Both try the
 schema's own words as well (``closing_hints``: required and declared property names as ``"name":``,
 string enum/const values): where extra properties are allowed, a generic search would write
-anonymous keys forever instead of the required ones.
+anonymous keys forever instead of the required ones. Inside a string they try ``string_endings``:
+a short match of each ``pattern`` (and an example of each ``format``), since inside a pattern the
+model filled with other text every state allows the same characters and nothing tells a search
+which way the match lies.
 """
 
 from __future__ import annotations
@@ -89,6 +92,110 @@ def closing_hints(*schemas: object) -> list[str]:
     return list(dict.fromkeys(texts))[:MAX_HINTS]
 
 
+def string_endings(*schemas: object) -> list[str]:
+    """Texts that can end a string the model has begun: for each ``pattern`` (and ``format``) of
+    the schemas, a short match, JSON-escaped, with the closing quote. A pattern is searched, not
+    anchored, so appending a match finishes most strings; one ending per top-level alternative
+    (``^A|B$`` ends with a match of ``B``)."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.extend(shortest_matches(node["pattern"]))
+            fmt = node.get("format")
+            if isinstance(fmt, str) and fmt in FORMAT_EXAMPLES:
+                found.append(FORMAT_EXAMPLES[fmt])
+            for key, value in node.items():
+                if key not in ("enum", "const", "examples", "default"):
+                    walk(value)
+
+    for schema in schemas:
+        walk(schema)
+    return [json.dumps(t)[1:] for t in dict.fromkeys(found)][:MAX_HINTS]
+
+
+#: A short valid value of each format the grammar enforces.
+FORMAT_EXAMPLES = {
+    "date-time": "2000-01-01T00:00:00Z",
+    "date": "2000-01-01",
+    "time": "00:00:00Z",
+    "duration": "P1D",
+    "email": "a@b.co",
+    "hostname": "a.co",
+    "ipv4": "0.0.0.0",
+    "ipv6": "::1",
+    "uri": "a:b",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+}
+
+
+def shortest_matches(pattern: str) -> list[str]:
+    """A short string matching each top-level alternative of ``pattern`` (Python's regex parser;
+    lookarounds and back references give up). Empty when the pattern cannot be parsed."""
+    import re._parser as sre  # noqa: PLC0415 - stdlib, only needed here
+
+    try:
+        tree = sre.parse(pattern)
+    except Exception:  # noqa: BLE001 - any parse error: no hint
+        return []
+    items = list(tree)
+    alternatives = [items]
+    if len(items) == 1 and items[0][0] is sre.BRANCH:
+        alternatives = [list(alt) for alt in items[0][1][1]]
+    out = []
+    for alt in alternatives:
+        try:
+            out.append(_shortest(alt, sre))
+        except ValueError:
+            continue
+    return out
+
+
+def _shortest(items, sre) -> str:
+    text = []
+    for op, arg in items:
+        if op is sre.LITERAL:
+            text.append(chr(arg))
+        elif op is sre.NOT_LITERAL:
+            text.append("a" if arg != ord("a") else "b")
+        elif op is sre.ANY:
+            text.append("a")
+        elif op is sre.IN:
+            text.append(_class_member(arg, sre))
+        elif op is sre.BRANCH:
+            text.append(min((_shortest(list(a), sre) for a in arg[1]), key=len))
+        elif op is sre.SUBPATTERN:
+            text.append(_shortest(list(arg[-1]), sre))
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None)):
+            low, _high, sub = arg
+            text.append(_shortest(list(sub), sre) * low)
+        elif op is sre.AT:
+            continue
+        else:  # lookarounds, back references, conditionals
+            raise ValueError(op)
+    return "".join(text)
+
+
+def _class_member(members, sre) -> str:
+    if members and members[0][0] is sre.NEGATE:
+        excluded = {chr(a) for op, a in members[1:] if op is sre.LITERAL}
+        return next(c for c in "a0 _" if c not in excluded)
+    for op, arg in members:
+        if op is sre.LITERAL:
+            return chr(arg)
+        if op is sre.RANGE:
+            return chr(arg[0])
+        if op is sre.CATEGORY:
+            return {"CATEGORY_DIGIT": "0", "CATEGORY_SPACE": " ", "CATEGORY_NOT_WORD": " "}.get(
+                str(arg), "a"
+            )
+    raise ValueError("empty class")
+
+
 def scan_json(in_string: bool, escaped: bool, data: bytes) -> tuple[bool, bool]:
     """Whether the text after ``data`` is inside a JSON string (and after a backslash)."""
     for ch in data:
@@ -126,6 +233,7 @@ class ClosingSearch:
         eos: frozenset[int],
         mask_words: int,
         hints: tuple[tuple[int, ...], ...] = (),
+        endings: tuple[tuple[int, ...], ...] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.eos = eos
@@ -139,6 +247,7 @@ class ClosingSearch:
         for h in hints:
             self.hints.setdefault(h[0], []).append(h)
         self.hint_texts = [tokenizer.decode_bytes(list(h)) for h in hints]
+        self.endings = endings  # ways to finish a begun string (``string_endings``)
         self.nodes = 0
 
     def _hint_rests(self, m: llguidance.LLMatcher, begun: bytes) -> list[tuple[int, ...]]:
@@ -250,8 +359,11 @@ class ClosingSearch:
         in_string, escaped = json_state
         allowed = self._allowed_chars(m)
         seen.add(allowed)
-        if not in_string and self.hints:  # the schema's words first: required keys, enum values
-            for seq in self._hint_options(m):
+        words = self._hint_options(m) if not in_string and self.hints else []
+        if in_string and not escaped:
+            words = [e for e in self.endings if m.validate_tokens(list(e)) == len(e)]
+        if words:  # the schema's words first: required keys, enum values, pattern matches
+            for seq in words:
                 self.nodes += 1
                 child = m.deep_copy()
                 if len(seq) > depth or not child.consume_tokens(list(seq)):
@@ -317,8 +429,9 @@ class ClosingSearch:
         string, the rest of a schema word the string has begun comes first."""
         order = self.inside if in_string else self.outside
         ok = [(t,) for t in order if m.validate_tokens([t]) == 1]
-        if in_string and self.hint_texts:
-            ok = self._hint_rests(m, b'"' + open_string(tail)) + ok
+        if in_string and (self.hint_texts or self.endings):
+            ends = [e for e in self.endings if m.validate_tokens(list(e)) == len(e)]
+            ok = self._hint_rests(m, b'"' + open_string(tail)) + ok + ends
         elif self.hints:
             closers = [o for o in ok if o[0] in self.closers]
             ok = closers + self._hint_options(m) + [o for o in ok if o[0] not in self.closers]

@@ -294,9 +294,52 @@ def test_closing_writes_the_required_keys_a_generic_search_cannot_guess(
         "required": parts,
     }
     compiled = compiler.compile_sync(_json_spec(schema))
-    text, outcome = drive(compiler, compiled, '{"populate":{"class":"populateFast","id":"1', "1", 120)
+    prefix = '{"populate":{"class":"populateFast","id":"1'
+    text, outcome = drive(compiler, compiled, prefix, "1", 120)
     assert outcome.finish_reason == FinishReason.STOP, text
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_closing_finishes_a_string_under_a_pattern_the_model_filled_with_text(
+    compiler: GrammarCompiler,
+) -> None:
+    """Inside a pattern the model filled with unrelated text, every state allows the same
+    characters, so only a match of the pattern (appended) can end the string."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "cidr": {
+                "type": "string",
+                "pattern": "^([0-9]{1,3}\\.){3}[0-9]{1,3}/[0-9]+|0\\.0\\.0\\.0/0$",
+            },
+            "id": {"type": "string", "pattern": "^[a-z][a-z0-9-]+$"},
+        },
+        "required": ["cidr", "id"],
+    }
+    compiled = compiler.compile_sync(_json_spec(schema))
+    text, outcome = drive(compiler, compiled, '{"cidr":"http://example.org/x', "x", 60)
+    assert outcome.finish_reason == FinishReason.STOP, text
+    jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "^\\d{10}$",
+        "^SBI-[0-9]{8}-[a-z|A-Z]+-.*$",
+        "[0-9]{1,4}.[0-9]{1,4}.[0-9]{1,4}",
+        "^(a|bc)+x?[^q]{2}$",
+        "^(([0-9]|[1-9][0-9])\\.){3}([0-9]|[1-9][0-9])(/(\\d|[1-2]\\d))|0\\.0\\.0\\.0\\/0$",
+        "\\s\\w\\W(?:ab){2,3}",
+    ],
+)
+def test_shortest_matches_match(pattern: str) -> None:
+    from engine.grammar.constraint import shortest_matches
+
+    found = shortest_matches(pattern)
+    assert found
+    for text in found:
+        assert re.search(pattern, text), (pattern, text)
 
 
 def test_keyword_validated_after_generation_fails_closed(compiler: GrammarCompiler) -> None:
