@@ -495,7 +495,8 @@ def check_schema(schema: Any, *, param: str, lenient: bool = False) -> SchemaAna
 
 def grammar_schema(schema: Any) -> Any:
     """The schema as the grammar compiler wants it: ``true`` → ``{}``, integral floats in integer
-    keywords (``"maxLength": 2.0``) → ints. Validation keeps using the original."""
+    keywords (``"maxLength": 2.0``) → ints, discriminating ``if``/``then`` pairs → ``anyOf``
+    (``_discriminated``). Validation keeps using the original."""
     if schema is True:
         return {}
     if not isinstance(schema, dict):
@@ -512,4 +513,44 @@ def grammar_schema(schema: Any) -> Any:
             out[key] = [grammar_schema(v) for v in value]
         else:
             out[key] = value
+    if isinstance(out.get("allOf"), list):
+        out["allOf"] = _discriminated(out["allOf"])
     return out
+
+
+#: Keys an ``if``/``then`` entry of ``allOf`` may carry besides the two (annotations).
+_ANNOTATION_KEYS = {"$comment", "title", "description"}
+
+
+def _discriminated(entries: list[Any]) -> list[Any]:
+    """``allOf`` entries ``{"if": {"properties": {P: {"const": v}}}, "then": T}`` with one P and
+    distinct values v (a discriminator: GitHub's issue forms, many config schemas) become one
+    ``{"anyOf": [{P: v, P required, and T} ...]}`` that the grammar can enforce. Every instance
+    of it satisfies all the pairs (where P is v, the other conditions are false), so the grammar
+    stays within the valid instances; it leaves out objects without P or with another value,
+    and the pairs are still validated after generation."""
+    prop, picks, rest = None, [], []
+    for entry in entries:
+        cond = entry.get("if") if isinstance(entry, dict) else None
+        props = cond.get("properties") if isinstance(cond, dict) else None
+        if (
+            isinstance(props, dict)
+            and len(props) == 1
+            and set(cond) <= {"properties", "required"}
+            and "then" in entry
+            and set(entry) <= {"if", "then"} | _ANNOTATION_KEYS
+        ):
+            ((name, sub),) = props.items()
+            if isinstance(sub, dict) and set(sub) == {"const"} and prop in (None, name):
+                prop = name
+                picks.append((sub["const"], entry["then"]))
+                continue
+        rest.append(entry)
+    values = [json.dumps(v, sort_keys=True) for v, _ in picks]
+    if len(picks) < 2 or len(set(values)) != len(values):
+        return entries
+    branches = [
+        {"type": "object", "properties": {prop: {"const": v}}, "required": [prop], "allOf": [then]}
+        for v, then in picks
+    ]
+    return [*rest, {"anyOf": branches}]

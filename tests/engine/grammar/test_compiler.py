@@ -342,6 +342,38 @@ def test_shortest_matches_match(pattern: str) -> None:
         assert re.search(pattern, text), (pattern, text)
 
 
+def test_discriminating_if_then_pairs_are_enforced_by_the_grammar(
+    compiler: GrammarCompiler,
+) -> None:
+    """``allOf`` of ``if {kind: const} then {...}`` pairs (a discriminator) is enforced while
+    generating, not only validated afterwards: sampled outputs never fail validation."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "kind": {"enum": ["a", "b"]},
+            "x": {"type": "integer"},
+            "y": {"type": "string", "maxLength": 3},
+        },
+        "required": ["kind"],
+        "allOf": [
+            {"if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["x"]}},
+            {"if": {"properties": {"kind": {"const": "b"}}}, "then": {"required": ["y"]}},
+        ],
+    }
+    compiled = compiler.compile_sync(_json_spec(schema))
+
+    def accepts(text: str) -> bool:
+        m = compiler.constraint(compiled, None).matcher
+        return m.consume_tokens(compiler.tokenizer.tokenize_str(text)) and m.is_accepting()
+
+    assert accepts('{"kind":"a","x":1}') and accepts('{"kind":"b","y":"q"}')
+    assert not accepts('{"kind":"a"}') and not accepts('{"kind":"b","x":1}')
+    for seed in range(6):
+        text, outcome = sample(compiler, compiled, 40, seed)
+        assert outcome.finish_reason == FinishReason.STOP, text
+        jsonschema.validate(json.loads(text), schema)
+
+
 def test_keyword_validated_after_generation_fails_closed(compiler: GrammarCompiler) -> None:
     schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
     compiled = compiler.compile_sync(_json_spec(schema))
