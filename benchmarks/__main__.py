@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="also drive Hearth's engine in-process (no HTTP)"
     )
     g.add_argument("--model", help="model name sent in requests (default: the profile's model)")
-    g.add_argument("--profile", default="test", help="Hearth profile (launch and --offline)")
+    g.add_argument(
+        "--profile",
+        default="cpu",
+        help="Hearth profile (launch and --offline); default: the server's own default, cpu",
+    )
     g.add_argument(
         "--gguf",
         type=Path,
