@@ -28,6 +28,8 @@ import time
 import llguidance
 import numpy as np
 
+from engine.grammar.schema_check import iter_subschemas
+
 logger = logging.getLogger(__name__)
 
 _NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf
@@ -63,32 +65,20 @@ def closing_hints(*schemas: object) -> list[str]:
     declared, property names, and ``"value"`` for string enum and const values, in schema order."""
     required: list[str] = []
     declared: list[str] = []
-    values: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
-        if not isinstance(node, dict):
-            return
-        names = node.get("required")
-        if isinstance(names, list):
-            required.extend(n for n in names if isinstance(n, str))
-        props = node.get("properties")
-        if isinstance(props, dict):
-            declared.extend(props)
-        for key in ("enum", "const"):
-            vals = node.get(key)
-            vals = vals if isinstance(vals, list) else [vals] if key in node else []
-            values.extend(v for v in vals if isinstance(v, str))
-        for key, value in node.items():
-            if key not in ("enum", "const", "required", "examples", "default"):
-                walk(value)
-
+    values: list[object] = []
     for schema in schemas:
-        walk(schema)
-    texts = [json.dumps(n) + ":" for n in required + declared] + [json.dumps(v) for v in values]
+        for _, node in iter_subschemas(schema):
+            names = node.get("required")
+            if isinstance(names, list):
+                required.extend(names)
+            if isinstance(node.get("properties"), dict):
+                declared.extend(node["properties"])
+            if isinstance(node.get("enum"), list):
+                values.extend(node["enum"])
+            if "const" in node:
+                values.append(node["const"])
+    texts = [json.dumps(n) + ":" for n in required + declared if isinstance(n, str)]
+    texts += [json.dumps(v) for v in values if isinstance(v, str)]
     return list(dict.fromkeys(texts))[:MAX_HINTS]
 
 
@@ -98,23 +88,12 @@ def string_endings(*schemas: object) -> list[str]:
     anchored, so appending a match finishes most strings; one ending per top-level alternative
     (``^A|B$`` ends with a match of ``B``)."""
     found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
+    for schema in schemas:
+        for _, node in iter_subschemas(schema):
             if isinstance(node.get("pattern"), str):
                 found.extend(shortest_matches(node["pattern"]))
-            fmt = node.get("format")
-            if isinstance(fmt, str) and fmt in FORMAT_EXAMPLES:
-                found.append(FORMAT_EXAMPLES[fmt])
-            for key, value in node.items():
-                if key not in ("enum", "const", "examples", "default"):
-                    walk(value)
-
-    for schema in schemas:
-        walk(schema)
+            if isinstance(node.get("format"), str) and node["format"] in FORMAT_EXAMPLES:
+                found.append(FORMAT_EXAMPLES[node["format"]])
     return [json.dumps(t)[1:] for t in dict.fromkeys(found)][:MAX_HINTS]
 
 
