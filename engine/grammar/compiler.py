@@ -26,12 +26,7 @@ import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 
 from engine.errors import InvalidRequestError, UnprocessableError
-from engine.grammar.constraint import (
-    ClosingSearch,
-    GrammarConstraint,
-    closing_hints,
-    string_endings,
-)
+from engine.grammar.constraint import ClosingSearch, ClosingTables, ClosingWords, GrammarConstraint
 from engine.grammar.schema_check import SchemaAnalysis, check_schema, grammar_schema
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import JSON_OPTIONS, tools_lark
@@ -61,9 +56,7 @@ class CompiledGrammar:
     compile_s: float = 0.0
     nbytes: int = field(default=0)
     # The schema's words as token ids, for the budget-aware closing search.
-    hints: tuple[tuple[int, ...], ...] = ()
-    # Ways to finish a begun string (pattern matches, format examples) for the same search.
-    endings: tuple[tuple[int, ...], ...] = ()
+    words: ClosingWords = field(default_factory=ClosingWords)
 
 
 class GrammarCompiler:
@@ -90,7 +83,8 @@ class GrammarCompiler:
         self._cached_bytes = 0
         self._inflight: dict[str, asyncio.Future[CompiledGrammar]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grammar")
-        self._words = (n_vocab + 31) // 32
+        # Token tables of the budget-aware closing search, shared by every constraint.
+        self._closing = ClosingTables.build(tokenizer, eos, (n_vocab + 31) // 32)
         self.compiles = 0  # compilations actually run (cache misses), for tests and metrics
 
     # ---- construction --------------------------------------------------------------------
@@ -147,13 +141,7 @@ class GrammarCompiler:
         spec = compiled.spec
         free_text = spec.kind == "tools" and spec.tool_choice == "auto" and spec.schema is None
         # Free text (tool_choice auto) is not closed early: a cut answer stays "length".
-        closing = (
-            None
-            if free_text
-            else ClosingSearch(
-                self.tokenizer, self.eos, self._words, compiled.hints, compiled.endings
-            )
-        )
+        closing = None if free_text else ClosingSearch(self._closing, compiled.words)
         return GrammarConstraint(
             compiled.template.deep_copy(), self.n_vocab, self.eos, closing, max_new_tokens
         )
@@ -196,15 +184,13 @@ class GrammarCompiler:
         probe.unsafe_compute_mask_ptr(ctypes.addressof(buf), len(mask))
         if probe.is_error():
             raise self._too_complex(spec, probe.get_error())
-        schemas = [spec.schema, *(t.parameters for t in spec.tools or ())]
-        words = (self.tokenizer.tokenize_str(text) for text in closing_hints(*schemas))
-        hints = tuple(tuple(ids) for ids in words if ids)
-        ends = (self.tokenizer.tokenize_str(text) for text in string_endings(*schemas))
-        endings = tuple(tuple(ids) for ids in ends if ids)
-        nbytes = 4 * len(grammar) + 64 * 1024 + 64 * (len(hints) + len(endings))
+        words = ClosingWords.of(
+            self.tokenizer, spec.schema, *(t.parameters for t in spec.tools or ())
+        )
+        nbytes = 4 * len(grammar) + 64 * 1024 + 64 * words.size
         return CompiledGrammar(
             spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes,
-            hints, endings,
+            words,
         )
 
     def _grammar_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:

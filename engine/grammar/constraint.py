@@ -21,9 +21,11 @@ which way the match lies.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 import llguidance
 import numpy as np
@@ -199,34 +201,85 @@ def open_string(text: bytes) -> bytes:
             return text[i + 1 :]
 
 
+def _single_token_ids(tokenizer: llguidance.LLTokenizer, texts: list[str]) -> tuple[int, ...]:
+    """The ids of the texts that are one token each, in order, without repeats."""
+    ids: list[int] = []
+    for text in texts:
+        toks = tokenizer.tokenize_str(text)
+        if len(toks) == 1 and toks[0] not in ids:
+            ids.append(toks[0])
+    return tuple(ids)
+
+
+@dataclass(frozen=True)
+class ClosingTables:
+    """What every closing search over one vocabulary tries; built once per compiler."""
+
+    tokenizer: llguidance.LLTokenizer
+    eos: frozenset[int]
+    mask_words: int
+    inside: tuple[int, ...]  # IN_STRING
+    outside: tuple[int, ...]  # OUTSIDE
+    closers: tuple[int, ...]  # "}" and "]": tried before any schema word
+    alphabet: tuple[int, ...]  # ALPHABET, for the exploring search
+
+    @classmethod
+    def build(
+        cls, tokenizer: llguidance.LLTokenizer, eos: frozenset[int], mask_words: int
+    ) -> ClosingTables:
+        ids = functools.partial(_single_token_ids, tokenizer)
+        return cls(
+            tokenizer, eos, mask_words, ids(IN_STRING), ids(OUTSIDE), ids(["}", "]"]),
+            ids(list(ALPHABET)),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClosingWords:
+    """One schema's words as token ids (``closing_hints``, ``string_endings``); built once per
+    compiled grammar."""
+
+    # Hints grouped by first token: one validate_tokens call rules a whole group out.
+    hints: dict[int, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
+    hint_texts: tuple[bytes, ...] = ()
+    endings: tuple[tuple[int, ...], ...] = ()  # ways to finish a begun string
+
+    @classmethod
+    def of(cls, tokenizer: llguidance.LLTokenizer, *schemas: object) -> ClosingWords:
+        def tokenized(texts: list[str]) -> list[tuple[int, ...]]:
+            return [ids for ids in (tuple(tokenizer.tokenize_str(t)) for t in texts) if ids]
+
+        hints = tokenized(closing_hints(*schemas))
+        grouped: dict[int, list[tuple[int, ...]]] = {}
+        for h in hints:
+            grouped.setdefault(h[0], []).append(h)
+        return cls(
+            {first: tuple(group) for first, group in grouped.items()},
+            tuple(tokenizer.decode_bytes(list(h)) for h in hints),
+            tuple(tokenized(string_endings(*schemas))),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.hint_texts) + len(self.endings)
+
+
 class ClosingSearch:
     """Depth-first search for a short completion, trying structure-closing tokens first.
 
     Candidates are checked with ``validate_tokens`` (no full mask); a full mask is computed only
-    when no candidate fits (e.g. a string with a minimum length, or an enum).
+    when no candidate fits (e.g. a string with a minimum length, or an enum). The token tables and
+    the schema's words are shared; a search owns only its scratch mask and node count.
     """
 
-    def __init__(
-        self,
-        tokenizer: llguidance.LLTokenizer,
-        eos: frozenset[int],
-        mask_words: int,
-        hints: tuple[tuple[int, ...], ...] = (),
-        endings: tuple[tuple[int, ...], ...] = (),
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.eos = eos
-        self.mask = np.zeros(mask_words, dtype=np.int32)
-        self.inside = self._ids(IN_STRING)
-        self.outside = self._ids(OUTSIDE)
-        self.closers = self.outside[:2]  # "}" and "]": tried before any hint
-        self.alphabet = self._ids(list(ALPHABET))
-        # Hints grouped by first token: one validate_tokens call rules a whole group out.
-        self.hints: dict[int, list[tuple[int, ...]]] = {}
-        for h in hints:
-            self.hints.setdefault(h[0], []).append(h)
-        self.hint_texts = [tokenizer.decode_bytes(list(h)) for h in hints]
-        self.endings = endings  # ways to finish a begun string (``string_endings``)
+    def __init__(self, tables: ClosingTables, words: ClosingWords | None = None) -> None:
+        words = words or ClosingWords()
+        self.tokenizer = tables.tokenizer
+        self.eos = tables.eos
+        self.inside, self.outside = tables.inside, tables.outside
+        self.closers, self.alphabet = tables.closers, tables.alphabet
+        self.hints, self.hint_texts, self.endings = words.hints, words.hint_texts, words.endings
+        self.mask = np.zeros(tables.mask_words, dtype=np.int32)
         self.nodes = 0
 
     def _hint_rests(self, m: llguidance.LLMatcher, begun: bytes) -> list[tuple[int, ...]]:
@@ -248,14 +301,6 @@ class ClosingSearch:
                 continue
             out.extend(h for h in group if m.validate_tokens(list(h)) == len(h))
         return out
-
-    def _ids(self, texts: list[str]) -> list[int]:
-        ids = []
-        for text in texts:
-            toks = self.tokenizer.tokenize_str(text)
-            if len(toks) == 1 and toks[0] not in ids:
-                ids.append(toks[0])
-        return ids
 
     def find(
         self,
