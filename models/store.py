@@ -11,8 +11,11 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import shutil
 import tempfile
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 from models.cards import ModelCard
@@ -49,7 +52,8 @@ def verify_model(card: ModelCard, models_dir: Path) -> Path:
         raise ModelFileError(
             f"model {card.id!r}: file {weights} does not exist; "
             "run `python -m server install-models` "
-            f"(or `make serve`) to install it from the {card.source_package!r} package"
+            f"(or `make serve`) to install it from the "
+            f"{card.source_package or ', '.join(card.source_parts)!r} package"
         )
     actual = sha256_file(weights)
     if actual != card.sha256:
@@ -82,6 +86,11 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
         from models.convert import install_converted
 
         return install_converted(card, models_dir)
+    if card.source_parts:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _install_split_zip(card, path)
+        log.info("installed model %s at %s", card.id, path)
+        return verify_model(card, models_dir)
     if not card.source_package:
         raise ModelFileError(
             f"model {card.id!r}: no file at {path} and no package to install it from"
@@ -99,11 +108,61 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
     return verify_model(card, models_dir)
 
 
+#: Files of a packaged model folder that are not the model (never copied, never listed).
+NOT_MODEL_FILES = (".gitattributes", "README.md", "desktop.ini")
+_PART = re.compile(r"\.zip\.\d{3}$")
+
+
+def _part_files(card: ModelCard) -> list[Path]:
+    """The zip parts of ``card.source_parts``, in order, from the installed distributions."""
+    parts = []
+    for name in card.source_parts:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ModelFileError(
+                f"model {card.id!r}: package {name!r} is not installed; "
+                "`make install` installs it (requirements-models.txt)"
+            ) from None
+        found = [f for f in dist.files or () if _PART.search(str(f))]
+        if len(found) != 1:
+            raise ModelFileError(f"model {card.id!r}: package {name!r} holds no single zip part")
+        parts.append(Path(str(dist.locate_file(found[0]))))
+    return parts
+
+
+def _install_split_zip(card: ModelCard, target: Path) -> None:
+    """Join the parts into one zip and copy its ``<card.file>/`` folder to ``target``."""
+    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
+    try:
+        joined = staging / "model.zip"
+        with joined.open("wb") as out:
+            for part in _part_files(card):
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        prefix = card.file.rstrip("/") + "/"
+        with zipfile.ZipFile(joined) as archive:
+            for member in archive.infolist():
+                name = member.filename
+                inside = name[len(prefix) :]
+                if member.is_dir() or not name.startswith(prefix):
+                    continue
+                if ".." in Path(inside).parts or Path(inside).is_absolute():
+                    raise ModelFileError(f"model {card.id!r}: unsafe path {name!r} in its zip")
+                if Path(inside).name in NOT_MODEL_FILES:
+                    continue
+                archive.extract(member, staging / "unzipped")
+        joined.unlink()
+        _copy_folder(staging / "unzipped" / card.file, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _copy_folder(source: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
     try:
         copy = staging / "model"
-        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".gitattributes", "README.md"))
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*NOT_MODEL_FILES))
         lines = [
             f"{sha256_file(f)}  {f.relative_to(copy)}"
             for f in sorted(copy.rglob("*"))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import InvalidRequestError
+from engine.errors import InvalidRequestError, UnprocessableError
 from engine.retrieval.dense import DenseIndex, DenseParams, IndexFileError, exact_search
 from engine.retrieval.fusion import rrf
 from engine.retrieval.lexical import LexicalIndex
@@ -148,7 +148,7 @@ class Retriever:
     def added(self, collection_id: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Apply vectors just committed (call inside ``writing()``)."""
         with self._lock:
-            state = self._state(collection_id)
+            state = self._dense_state(collection_id)
             state.dense.add(np.asarray(ids, np.int64), vectors)
             state.dense_generation = self.db.corpus.generation(collection_id)
 
@@ -169,6 +169,25 @@ class Retriever:
         if state is None:
             self._open_collection(collection_id)
             state = self._indexes[collection_id]
+        return state
+
+    def _dense_state(self, collection_id: str) -> _Indexes:
+        """The collection's indexes, checked to hold vectors of this server's embedding size.
+
+        A collection embedded with another embedding model cannot be searched with this one's
+        query vectors (nor take its vectors): that is a clear 422, not a FAISS assertion."""
+        state = self._state(collection_id)
+        if state.dense.dim != self.dim:
+            if state.dense.size == 0:
+                state.dense = DenseIndex(self.dim, self.params)
+            else:
+                raise UnprocessableError(
+                    f"collection {collection_id} holds {state.dense.dim}-dimensional embeddings, "
+                    f"but this server embeds with a {self.dim}-dimensional model: start Hearth "
+                    "with the embedding model the collection was built with "
+                    "(HEARTH_EMBEDDINGS_MODEL), or ingest the documents into a new collection",
+                    code="embedding_model_mismatch",
+                )
         return state
 
     def _fresh_lexical(self, collection_id: str) -> LexicalIndex:
@@ -235,11 +254,12 @@ class Retriever:
     ) -> list[list[tuple[int, float, str]]]:
         per_query: list[list[tuple[int, float, str]]] = [[] for _ in range(len(vectors))]
         for col in collections:
+            state = self._dense_state(col.id)
             if allowed is not None:
                 ids, mat = self.db.corpus.vectors(col.id, allowed[col.id].tolist())
                 scores, found = exact_search(vectors, ids, mat, k)
             else:
-                scores, found = self._state(col.id).dense.search(vectors, k)
+                scores, found = state.dense.search(vectors, k)
             for qi in range(len(vectors)):
                 per_query[qi] += [
                     (int(i), float(s), col.id)
@@ -286,7 +306,7 @@ class Retriever:
 
     def _cosine(self, collection_id: str, chunk_id: int, query: np.ndarray) -> float:
         try:
-            vec = self._state(collection_id).dense.index.reconstruct(int(chunk_id))
+            vec = self._dense_state(collection_id).dense.index.reconstruct(int(chunk_id))
         except RuntimeError:
             return 0.0
         return float(np.dot(vec, query))

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.errors import InvalidRequestError
+from engine.errors import InvalidRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ DEFAULT_C = 20.0
 EMBEDDING_WEIGHT = 2.0
 # From this many examples on, one held-back fold (not k) calibrates temperature and threshold.
 SINGLE_SPLIT_FROM = 2000
+# The encoder of embedding classifiers stored before the encoder was recorded.
+LEGACY_ENCODER = "all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
@@ -249,11 +251,32 @@ class Classifier:
     head: LinearHead | None = None
     ngrams: tuple[Ngrams, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    # The embedding model (card id) the head was trained on; None for an LLM classifier.
+    encoder: str | None = None
+
+    def check_encoder(self, encoder: str) -> None:
+        """Raise a clear error when this classifier was trained on another embedding model."""
+        if self.method == "embedding" and self.encoder is not None and self.encoder != encoder:
+            raise UnprocessableError(
+                f"classifier {self.name!r} was trained on embeddings of {self.encoder!r}, but "
+                f"this server embeds with {encoder!r}: train it again (POST /v1/classifiers) "
+                f"or start Hearth with HEARTH_EMBEDDINGS_MODEL={self.encoder}",
+                param="classifier",
+                code="embedding_model_mismatch",
+            )
 
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """(n, L) calibrated probabilities of an embedding classifier."""
         if self.head is None:
             raise InvalidRequestError(f"classifier {self.name!r} has no trained head")
+        embedding_dim = self.head.weights.shape[1] - sum(len(g.vocabulary) for g in self.ngrams)
+        if embeddings.ndim != 2 or embeddings.shape[1] != embedding_dim:
+            raise UnprocessableError(
+                f"classifier {self.name!r} expects {embedding_dim}-dimensional embeddings, "
+                f"got shape {tuple(embeddings.shape)}",
+                param="classifier",
+                code="embedding_model_mismatch",
+            )
         return self.head.probabilities(_features(embeddings, texts, self.ngrams))
 
     def predict(
@@ -292,6 +315,7 @@ class Classifier:
             "descriptions": self.descriptions,
             "rules": [{"label": r.label, "pattern": r.pattern} for r in self.rules],
             "metrics": self.metrics,
+            "encoder": self.encoder,
             "temperature": self.head.temperature if self.head else None,
             "ngrams": [
                 {
@@ -336,6 +360,8 @@ class Classifier:
             head=head,
             ngrams=ngrams,
             metrics=dict(meta["metrics"]),
+            # Classifiers stored before the field was added were all trained on MiniLM.
+            encoder=meta.get("encoder", LEGACY_ENCODER if meta["method"] == "embedding" else None),
         )
 
 
@@ -440,6 +466,7 @@ def train(
     use_ngrams: bool = True,
     folds: int = 5,
     seed: int = 0,
+    encoder: str | None = None,
 ) -> Classifier:
     """Train an embedding classifier from examples and their embeddings (n, D), row i ↔ example i.
 
@@ -483,6 +510,7 @@ def train(
         head=head,
         ngrams=ngrams,
         metrics=metrics,
+        encoder=encoder,
     )
 
 

@@ -123,7 +123,8 @@ class TaskService:
             await self.engine.embed(texts[i : i + EMBED_BATCH])
             for i in range(0, len(texts), EMBED_BATCH)
         ]
-        return np.vstack(parts) if parts else np.zeros((0, 384), dtype=np.float32)
+        dim = self.engine.embedding_card.embedding_dim or 384
+        return np.vstack(parts) if parts else np.zeros((0, dim), dtype=np.float32)
 
     # ---- classifiers ---------------------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class TaskService:
                 descriptions=spec.labels,
                 rules=spec.rules,
                 abstain_threshold=spec.abstain_threshold,
+                encoder=self.engine.embedding_card.id,
             )
         else:
             model = cls.llm_classifier(
@@ -257,6 +259,7 @@ class TaskService:
                 self.llm, texts, model.labels, model.descriptions
             )
             return model.predict(texts, probs, top_k), tokens
+        model.check_encoder(self.engine.embedding_card.id)
         embeddings = await self.embed(texts)
         probs = await asyncio.to_thread(model.probabilities, texts, embeddings)
         return model.predict(texts, probs, top_k), 0
@@ -359,6 +362,7 @@ class TaskService:
                 embeddings,
                 descriptions=step.labels,
                 rules=step.rules,
+                encoder=self.engine.embedding_card.id,
             )
         return self._inline[digest]
 

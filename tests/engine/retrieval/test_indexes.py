@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.errors import UnprocessableError
 from engine.retrieval import (
     DenseIndex,
     DenseParams,
@@ -145,4 +146,25 @@ def test_retriever_modes_and_filters(tmp_path: Path) -> None:
     chunk_group = {i + 1: i % 3 for i in range(120)}
     assert filtered and all(chunk_group[h.chunk_id] == 1 for h in filtered)
     assert retriever.search([col], ["x"], vecs[7:8], 5, "dense", {"group": 9})[0] == []
+    db.close()
+
+
+@pytest.mark.parametrize("where", [None, {"group": 1}])
+def test_collection_of_another_embedding_size_is_a_clear_error(
+    tmp_path: Path, where: dict | None
+) -> None:
+    """A collection embedded with a 384-dim model, opened by a server that embeds with 768."""
+    db, col, vecs, _ = _corpus(tmp_path)
+    Retriever(db, tmp_path / "idx", DenseParams()).open()
+    wider = Retriever(db, tmp_path / "idx", DenseParams(), dim=768)
+    assert wider.open() == {col.id: "loaded"}  # starting is fine; searching it is not
+    with pytest.raises(UnprocessableError) as err:
+        wider.search([col], ["text"], unit(1, dim=768), 3, "hybrid", where)
+    assert err.value.code == "embedding_model_mismatch" and "384" in err.value.message
+    with pytest.raises(UnprocessableError), wider.writing():
+        wider.added(col.id, [999], unit(1, dim=768))
+    with pytest.raises(UnprocessableError):  # its hits carry a dense score too
+        wider.search([col], ["number 7"], unit(1, dim=768), 3, "lexical")
+    empty = db.corpus.create_collection("default", "empty", 128, 16)
+    assert wider.search([empty], ["q"], unit(1, dim=768), 3, "dense") == [[]]
     db.close()

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from engine.errors import InvalidRequestError
+from engine.errors import InvalidRequestError, UnprocessableError
 from engine.tasks import classify as cls
 from tests.docfixtures import embedder
 from tests.engine.tasks.fixtures_tasks import (
@@ -76,6 +76,41 @@ def test_serialization_round_trip(trained: cls.Classifier) -> None:
     e = embed(texts)
     assert np.allclose(trained.probabilities(texts, e), again.probabilities(texts, e), atol=1e-6)
     assert again.threshold == trained.threshold and again.labels == trained.labels
+
+
+def test_encoder_is_recorded_and_a_different_one_is_a_clear_error() -> None:
+    data = examples()
+    model = cls.train("intents", data, embed([e.text for e in data]), encoder="all-minilm-l6-v2")
+    again = cls.Classifier.from_bytes(model.to_bytes())
+    assert again.encoder == "all-minilm-l6-v2"
+    again.check_encoder("all-minilm-l6-v2")  # same encoder: fine
+    with pytest.raises(UnprocessableError) as err:
+        again.check_encoder("all-mpnet-base-v2")
+    assert err.value.code == "embedding_model_mismatch" and err.value.param == "classifier"
+    assert "HEARTH_EMBEDDINGS_MODEL=all-minilm-l6-v2" in err.value.message
+    texts = list(IN_SCOPE_PROBES)
+    with pytest.raises(UnprocessableError, match="384-dimensional"):
+        again.probabilities(texts, np.zeros((len(texts), 768), np.float32))
+
+
+def test_classifier_stored_before_encoders_were_recorded_is_minilm(
+    trained: cls.Classifier,
+) -> None:
+    import io
+    import json
+
+    blob = io.BytesIO(trained.to_bytes())
+    with np.load(blob) as data:
+        arrays = dict(data)
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["encoder"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez_compressed(out, **arrays)
+    assert cls.Classifier.from_bytes(out.getvalue()).encoder == cls.LEGACY_ENCODER
+    llm = cls.llm_classifier("x", ["a", "b"], {})
+    assert cls.Classifier.from_bytes(llm.to_bytes()).encoder is None
+    llm.check_encoder("anything")  # an LLM classifier embeds nothing
 
 
 def test_given_threshold_is_kept() -> None:
