@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from engine.errors import (
     InvalidRequestError,
     NotReadyError,
     OverloadedError,
+    UnprocessableError,
 )
 from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
@@ -45,6 +47,7 @@ from engine.types import (
     Usage,
 )
 from models import get_card, verify_model
+from models.cards import ModelCard
 from models.chat_templates import ChatMessage, render_chat
 
 if TYPE_CHECKING:
@@ -52,6 +55,24 @@ if TYPE_CHECKING:
     from engine.embeddings import Embedder
 
 log = logging.getLogger(__name__)
+
+
+def embedding_card(model: str) -> ModelCard:
+    """The card of embedding model ``model``; 400 naming the embedding models otherwise."""
+    from models.cards import list_cards
+
+    try:
+        card = get_card(model)
+    except KeyError:
+        card = None
+    if card is None or not card.supports("embedding"):
+        known = sorted(c.id for c in list_cards() if c.supports("embedding"))
+        raise InvalidRequestError(
+            f"{model!r} is not an embedding model; choose one of {known}",
+            param="encoder",
+            code="model_not_found",
+        )
+    return card
 
 
 @dataclasses.dataclass
@@ -78,6 +99,9 @@ class Engine:
         self.embedding_card = get_card(settings.embeddings.model)
         self._backend = backend
         self._embedder = embedder
+        # Other embedding models, loaded on first use (a classifier trained on one of them).
+        self._other_embedders: dict[str, Embedder] = {}
+        self._embedders_lock = threading.Lock()
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
@@ -411,8 +435,9 @@ class Engine:
 
     # ---- embeddings -------------------------------------------------------------------------
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32 L2-normalized; runs off the event loop."""
+    async def embed(self, texts: list[str], model: str | None = None) -> np.ndarray:
+        """(n, dim) float32 L2-normalized; runs off the event loop. ``model``: another embedding
+        model than the server's (loaded on first use), e.g. the one a classifier was trained on."""
         if not self._ready:
             raise NotReadyError("Hearth is starting: the embedding model is not loaded yet")
         if len(texts) > self.settings.embeddings.max_inputs:
@@ -421,7 +446,31 @@ class Engine:
                 f"got {len(texts)}",
                 param="input",
             )
-        return await asyncio.to_thread(self.embedder.encode, texts)
+        if model is None or model == self.embedding_card.id:
+            return await asyncio.to_thread(self.embedder.encode, texts)
+        embedder = await asyncio.to_thread(self.other_embedder, model)
+        return await asyncio.to_thread(embedder.encode, texts)
+
+    def other_embedder(self, model: str) -> Embedder:
+        """The embedder of embedding model ``model`` (a card id), loaded once: its files are put
+        in the models directory from its installed package if missing, and checked by sha256."""
+        from engine.embeddings import Embedder
+        from models.store import ModelFileError, install_model
+
+        card = embedding_card(model)
+        with self._embedders_lock:
+            if model not in self._other_embedders:
+                try:
+                    path = install_model(card, self.settings.models_dir)
+                except (ModelFileError, ImportError) as exc:
+                    raise UnprocessableError(
+                        f"embedding model {model!r} is not available here: {exc}",
+                        param="encoder",
+                        code="model_not_available",
+                    ) from None
+                self._other_embedders[model] = Embedder(card, path, self.settings.embeddings)
+                log.info("embeddings: loaded %s next to %s", model, self.embedding_card.id)
+            return self._other_embedders[model]
 
     async def count_embedding_tokens(self, texts: list[str]) -> list[int]:
         return await asyncio.to_thread(self.embedder.count_tokens, texts)

@@ -254,17 +254,6 @@ class Classifier:
     # The embedding model (card id) the head was trained on; None for an LLM classifier.
     encoder: str | None = None
 
-    def check_encoder(self, encoder: str) -> None:
-        """Raise a clear error when this classifier was trained on another embedding model."""
-        if self.method == "embedding" and self.encoder is not None and self.encoder != encoder:
-            raise UnprocessableError(
-                f"classifier {self.name!r} was trained on embeddings of {self.encoder!r}, but "
-                f"this server embeds with {encoder!r}: train it again (POST /v1/classifiers) "
-                f"or start Hearth with HEARTH_EMBEDDINGS_MODEL={self.encoder}",
-                param="classifier",
-                code="embedding_model_mismatch",
-            )
-
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """(n, L) calibrated probabilities of an embedding classifier."""
         if self.head is None:

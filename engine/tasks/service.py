@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.engine import embedding_card
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.storage.tenants import check_name
 from engine.tasks import classify as cls
@@ -55,6 +56,8 @@ class ClassifierInput:
     labels: dict[str, str] | None = None
     abstain_threshold: float | None = None
     rules: tuple[cls.Rule, ...] = ()
+    # Embedding model to train on (a card id); None: the server's (HEARTH_EMBEDDINGS_MODEL).
+    encoder: str | None = None
 
 
 def parse_examples_csv(data: bytes) -> list[cls.Example]:
@@ -118,19 +121,29 @@ class TaskService:
     async def _record(self, tenant: str, task: str, **figures: Any) -> None:
         await asyncio.to_thread(self._repo().record_usage, tenant, task, **figures)
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], encoder: str | None = None) -> np.ndarray:
+        """Embeddings with ``encoder`` (a card id; None: the server's embedding model)."""
         parts = [
-            await self.engine.embed(texts[i : i + EMBED_BATCH])
+            await self.engine.embed(texts[i : i + EMBED_BATCH], encoder)
             for i in range(0, len(texts), EMBED_BATCH)
         ]
-        dim = self.engine.embedding_card.embedding_dim or 384
-        return np.vstack(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+        if parts:
+            return np.vstack(parts)
+        card = embedding_card(encoder) if encoder else self.engine.embedding_card
+        return np.zeros((0, card.embedding_dim or 0), dtype=np.float32)
 
     # ---- classifiers ---------------------------------------------------------------------------
 
     def _validate(self, spec: ClassifierInput) -> None:
         check_name(spec.name, "name")
         _check_threshold(spec.abstain_threshold)
+        if spec.encoder is not None:
+            embedding_card(spec.encoder)  # 400 naming the embedding models
+            if not spec.examples:
+                raise InvalidRequestError(
+                    "encoder: only a classifier trained from examples embeds its inputs",
+                    param="encoder",
+                )
         if len(spec.examples) > MAX_EXAMPLES:
             raise InvalidRequestError(f"examples: at most {MAX_EXAMPLES}", param="examples")
         if spec.labels is not None:
@@ -160,7 +173,8 @@ class TaskService:
     async def _build_and_save(self, tenant: str, spec: ClassifierInput) -> dict[str, Any]:
         started = time.perf_counter()
         if spec.examples:
-            embeddings = await self.embed([e.text for e in spec.examples])
+            encoder = spec.encoder or self.engine.embedding_card.id
+            embeddings = await self.embed([e.text for e in spec.examples], encoder)
             model = await asyncio.to_thread(
                 cls.train,
                 spec.name,
@@ -169,7 +183,7 @@ class TaskService:
                 descriptions=spec.labels,
                 rules=spec.rules,
                 abstain_threshold=spec.abstain_threshold,
-                encoder=self.engine.embedding_card.id,
+                encoder=encoder,
             )
         else:
             model = cls.llm_classifier(
@@ -188,6 +202,7 @@ class TaskService:
             model.threshold,
             model.metrics,
             model.to_bytes(),
+            model.encoder,
         )
         self._classifiers[(tenant, row.name, row.version)] = model
         await self._record(
@@ -259,8 +274,7 @@ class TaskService:
                 self.llm, texts, model.labels, model.descriptions
             )
             return model.predict(texts, probs, top_k), tokens
-        model.check_encoder(self.engine.embedding_card.id)
-        embeddings = await self.embed(texts)
+        embeddings = await self.embed(texts, model.encoder)
         probs = await asyncio.to_thread(model.probabilities, texts, embeddings)
         return model.predict(texts, probs, top_k), 0
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import NotFoundError
 from engine.storage import Store, register_migration
+from engine.tasks.classify import LEGACY_ENCODER
 
 TASKS_V1 = """
 CREATE TABLE task_classifiers (
@@ -103,6 +104,11 @@ CREATE TABLE task_usage (
 register_migration(
     "tasks", 1, "classifiers, workflows, runs, leads, tickets, audit, analyses", TASKS_V1
 )
+# The embedding model a classifier was trained on (NULL: an LLM classifier, or an embedding
+# classifier stored before the column, which was then all-MiniLM-L6-v2).
+register_migration(
+    "tasks", 2, "classifier encoder", "ALTER TABLE task_classifiers ADD COLUMN encoder VARCHAR"
+)
 
 #: Tables a workflow's ``persist`` step may write (besides ``workflow_runs``, always written).
 PERSIST_TABLES = ("leads", "support_tickets")
@@ -118,12 +124,14 @@ class ClassifierRow:
     threshold: float
     metrics: dict[str, Any]
     created_at: datetime
+    encoder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
             "method": self.method,
+            "encoder": self.encoder,
             "labels": self.labels,
             "abstain_threshold": self.threshold,
             "metrics": self.metrics,
@@ -150,6 +158,7 @@ class TaskRepo:
         threshold: float,
         metrics: dict[str, Any],
         blob: bytes,
+        encoder: str | None = None,
     ) -> ClassifierRow:
         """Store a new version (1 + the latest, never reusing a deleted classifier's numbers)."""
         with self.store.transaction() as conn:
@@ -161,7 +170,7 @@ class TaskRepo:
             version = int(row[0]) + 1 if row else 1
             conn.execute(
                 "INSERT INTO task_classifiers (tenant_id, name, version, method, labels, "
-                "threshold, metrics, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "threshold, metrics, model, encoder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     tenant,
                     name,
@@ -171,6 +180,7 @@ class TaskRepo:
                     threshold,
                     json.dumps(metrics),
                     blob,
+                    encoder,
                 ],
             )
         return self.get_classifier(tenant, name, version)
@@ -185,9 +195,10 @@ class TaskRepo:
             float(row[5]),
             json.loads(row[6]) if row[6] else {},
             row[7],
+            row[8] if row[8] or row[3] != "embedding" else LEGACY_ENCODER,
         )
 
-    _CLS_COLS = "tenant_id, name, version, method, labels, threshold, metrics, created_at"
+    _CLS_COLS = "tenant_id, name, version, method, labels, threshold, metrics, created_at, encoder"
 
     def get_classifier(self, tenant: str, name: str, version: int | None = None) -> ClassifierRow:
         row = self.store.fetchone(

@@ -44,6 +44,7 @@ class ClassifierCreate(msgspec.Struct, forbid_unknown_fields=True):
     labels: dict[str, str] | list[str] | None = None
     abstain_threshold: float | None = None
     rules: list[RuleIn] = msgspec.field(default_factory=list)
+    encoder: str | None = None
 
 
 class ClassifyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,8 +100,9 @@ def _as_list(value: Any) -> list[Any]:
 
 @post("/v1/classifiers", status_code=HTTP_201_CREATED)
 async def create_classifier(request: Request) -> Response[dict[str, Any]]:
-    """JSON ``{"name", "examples", "labels", "abstain_threshold", "rules"}``, or multipart with a
-    CSV ``file`` (columns text,label) and form fields ``name`` and ``abstain_threshold``."""
+    """JSON ``{"name", "examples", "labels", "abstain_threshold", "rules", "encoder"}``, or
+    multipart with a CSV ``file`` (columns text,label) and form fields ``name``,
+    ``abstain_threshold`` and ``encoder``."""
     content_type = request.headers.get("content-type", "")
     spec = (
         await _multipart_spec(request)
@@ -121,6 +123,7 @@ def _json_spec(body: ClassifierCreate) -> ClassifierInput:
         labels=_labels(body.labels),
         abstain_threshold=body.abstain_threshold,
         rules=tuple(Rule(r.label, r.pattern) for r in body.rules),
+        encoder=body.encoder,
     )
 
 
@@ -146,8 +149,11 @@ async def _multipart_spec(request: Request) -> ClassifierInput:
         raise InvalidRequestError("labels must be a JSON object", param="labels") from None
     if parsed is not None and not isinstance(parsed, dict | list):
         raise InvalidRequestError("labels must be a JSON object", param="labels")
+    encoder = form.get("encoder")
+    if encoder is not None and not isinstance(encoder, str):
+        raise InvalidRequestError("encoder must be a model id", param="encoder")
     examples = parse_examples_csv(await upload.read())
-    return ClassifierInput(name, tuple(examples), _labels(parsed), value)
+    return ClassifierInput(name, tuple(examples), _labels(parsed), value, encoder=encoder or None)
 
 
 @get("/v1/classifiers")

@@ -1,6 +1,7 @@
-"""Switching the server's embedding model (HEARTH_EMBEDDINGS_MODEL=all-mpnet-base-v2) on a data
-directory built with the default MiniLM: the new model serves /v1/embeddings and trains classifiers,
-while classifiers and collections built on the old one answer a clear 422, not a 500 or nonsense."""
+"""Embedding models through a real server: a classifier trained on all-mpnet-base-v2 next to the
+default all-MiniLM-L6-v2 (each classifier embeds with the model it was trained on, loaded on first
+use), and the server's own embedding model switched (HEARTH_EMBEDDINGS_MODEL) on a data directory
+built with MiniLM: old classifiers keep working, old collections answer a clear 422."""
 
 from __future__ import annotations
 
@@ -12,17 +13,26 @@ import openai
 import pytest
 
 from models import get_card, install_model
-from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, examples
+from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, OUT_OF_SCOPE_PROBES, examples
 from tests.support import MODELS_DIR, HearthProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MPNET = "all-mpnet-base-v2"
+MINILM = "all-minilm-l6-v2"
+EXAMPLES = [{"text": e.text, "label": e.label} for e in examples()]
+DOCS = {"documents": [{"id": "d1", "text": "The canteen opens at 8 and closes at 15."}]}
+QUERY = {"collection": "kb", "query": "when does the canteen open", "mode": "hybrid"}
 
 
 def ok(response: httpx.Response, status: int = 200) -> dict:
     assert response.status_code == status, response.text
     return response.json()
+
+
+def error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    return response.json()["error"]
 
 
 def wait_job(http: httpx.Client, job_id: str) -> dict:
@@ -35,23 +45,37 @@ def wait_job(http: httpx.Client, job_id: str) -> dict:
     raise AssertionError("job events ended without a final status")
 
 
-def mismatch(response: httpx.Response) -> str:
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["code"] == "embedding_model_mismatch" and error["type"] == "invalid_request_error"
-    return error["message"]
+def classify(http: httpx.Client, name: str) -> list[dict]:
+    texts = list(IN_SCOPE_PROBES) + OUT_OF_SCOPE_PROBES[:1]
+    return ok(http.post("/v1/classify", json={"classifier": name, "input": texts}))["data"]
 
 
-def test_switching_the_embedding_model(tmp_path: Path) -> None:
+def assert_routes_probes(answers: list[dict]) -> None:
+    assert [a["label"] for a in answers[:-1]] == list(IN_SCOPE_PROBES.values())
+    assert answers[-1]["confidence"] < min(a["confidence"] for a in answers[:-1])
+
+
+def test_classifier_encoders_and_switching_the_server_embedding_model(tmp_path: Path) -> None:
     install_model(get_card(MPNET), MODELS_DIR)
-    body = {"name": "intents", "examples": [{"text": e.text, "label": e.label} for e in examples()]}
-    docs = {"documents": [{"id": "d1", "text": "The canteen opens at 8 and closes at 15."}]}
     minilm = HearthProcess(tmp_path).start()
     try:
         http = httpx.Client(base_url=minilm.url, timeout=600)
-        ok(http.post("/v1/classifiers", json=body), 201)
+        default = ok(http.post("/v1/classifiers", json={"name": "a", "examples": EXAMPLES}), 201)
+        wide = {"name": "b", "examples": EXAMPLES, "encoder": MPNET}
+        assert default["encoder"] == MINILM
+        assert ok(http.post("/v1/classifiers", json=wide), 201)["encoder"] == MPNET
+        listed = {c["name"]: c["encoder"] for c in ok(http.get("/v1/classifiers"))["data"]}
+        assert listed == {"a": MINILM, "b": MPNET}
+        assert_routes_probes(classify(http, "a"))
+        assert_routes_probes(classify(http, "b"))
+        for bad in ("nope", "gemma-3-270m-q4km"):  # unknown; not an embedding model
+            body = {"name": "c", "examples": EXAMPLES, "encoder": bad}
+            err = error(http.post("/v1/classifiers", json=body), 400)
+            assert err["param"] == "encoder" and MPNET in err["message"]
+        llm_path = {"name": "c", "labels": {"x": "an x", "y": "a y"}, "encoder": MPNET}
+        assert error(http.post("/v1/classifiers", json=llm_path), 400)["param"] == "encoder"
         ok(http.post("/v1/collections", json={"name": "kb"}), 201)
-        job = ok(http.post("/v1/collections/kb/documents", json=docs), 202)
+        job = ok(http.post("/v1/collections/kb/documents", json=DOCS), 202)
         assert wait_job(http, job["id"])["status"] == "succeeded"
     finally:
         minilm.stop()
@@ -63,32 +87,19 @@ def test_switching_the_embedding_model(tmp_path: Path) -> None:
         client = openai.OpenAI(base_url=f"{mpnet.url}/v1", api_key="unused")
         vectors = client.embeddings.create(model=MPNET, input=["hello", "hi"]).data
         assert [len(v.embedding) for v in vectors] == [768, 768]
-        with pytest.raises(openai.NotFoundError):  # the other model is not loaded
-            client.embeddings.create(model="all-minilm-l6-v2", input=["hello"])
-
-        probe = next(iter(IN_SCOPE_PROBES))
-        message = mismatch(
-            http.post("/v1/classify", json={"classifier": "intents", "input": probe})
-        )
-        assert "all-minilm-l6-v2" in message and "HEARTH_EMBEDDINGS_MODEL" in message
-        query = {"collection": "kb", "query": "when does the canteen open", "mode": "hybrid"}
+        with pytest.raises(openai.NotFoundError):  # served embeddings: the server's model only
+            client.embeddings.create(model=MINILM, input=["hello"])
+        # both classifiers survive the switch: each embeds with its own model
+        assert_routes_probes(classify(http, "a"))
+        assert_routes_probes(classify(http, "b"))
+        # a collection embedded with MiniLM cannot be searched with mpnet's vectors
         for mode in ("hybrid", "dense", "lexical"):  # lexical hits carry a dense score too
-            answer = http.post("/v1/retrieve", json=query | {"mode": mode})
-            assert "384-dimensional" in mismatch(answer)
-        # a new collection on the new model works
+            err = error(http.post("/v1/retrieve", json=QUERY | {"mode": mode}), 422)
+            assert err["code"] == "embedding_model_mismatch" and "384-dimensional" in err["message"]
         ok(http.post("/v1/collections", json={"name": "kb2"}), 201)
-        job = ok(http.post("/v1/collections/kb2/documents", json=docs), 202)
+        job = ok(http.post("/v1/collections/kb2/documents", json=DOCS), 202)
         assert wait_job(http, job["id"])["status"] == "succeeded"
-        hits = ok(http.post("/v1/retrieve", json=query | {"collection": "kb2"}))["data"]
+        hits = ok(http.post("/v1/retrieve", json=QUERY | {"collection": "kb2"}))["data"]
         assert hits and "canteen" in hits[0]["text"]
-
-        retrained = ok(http.post("/v1/classifiers", json=body), 201)  # a new version, on mpnet
-        assert retrained["version"] == 2
-        answer = ok(
-            http.post(
-                "/v1/classify", json={"classifier": "intents", "input": list(IN_SCOPE_PROBES)}
-            )
-        )["data"]
-        assert [a["label"] for a in answer] == list(IN_SCOPE_PROBES.values())
     finally:
         mpnet.stop()

@@ -78,19 +78,15 @@ def test_serialization_round_trip(trained: cls.Classifier) -> None:
     assert again.threshold == trained.threshold and again.labels == trained.labels
 
 
-def test_encoder_is_recorded_and_a_different_one_is_a_clear_error() -> None:
+def test_encoder_is_recorded_and_other_sized_embeddings_are_a_clear_error() -> None:
     data = examples()
     model = cls.train("intents", data, embed([e.text for e in data]), encoder="all-minilm-l6-v2")
     again = cls.Classifier.from_bytes(model.to_bytes())
     assert again.encoder == "all-minilm-l6-v2"
-    again.check_encoder("all-minilm-l6-v2")  # same encoder: fine
-    with pytest.raises(UnprocessableError) as err:
-        again.check_encoder("all-mpnet-base-v2")
-    assert err.value.code == "embedding_model_mismatch" and err.value.param == "classifier"
-    assert "HEARTH_EMBEDDINGS_MODEL=all-minilm-l6-v2" in err.value.message
     texts = list(IN_SCOPE_PROBES)
-    with pytest.raises(UnprocessableError, match="384-dimensional"):
+    with pytest.raises(UnprocessableError, match="384-dimensional") as err:
         again.probabilities(texts, np.zeros((len(texts), 768), np.float32))
+    assert err.value.code == "embedding_model_mismatch"
 
 
 def test_classifier_stored_before_encoders_were_recorded_is_minilm(
@@ -109,8 +105,7 @@ def test_classifier_stored_before_encoders_were_recorded_is_minilm(
     np.savez_compressed(out, **arrays)
     assert cls.Classifier.from_bytes(out.getvalue()).encoder == cls.LEGACY_ENCODER
     llm = cls.llm_classifier("x", ["a", "b"], {})
-    assert cls.Classifier.from_bytes(llm.to_bytes()).encoder is None
-    llm.check_encoder("anything")  # an LLM classifier embeds nothing
+    assert cls.Classifier.from_bytes(llm.to_bytes()).encoder is None  # it embeds nothing
 
 
 def test_given_threshold_is_kept() -> None:
@@ -158,3 +153,27 @@ def test_choice_prompt_lists_labels_and_descriptions() -> None:
         and "- B" in prompt
         and prompt.endswith("Message: hi there\nCategory:")
     )
+
+
+def test_database_from_before_encoders_upgrades_and_reads_minilm(
+    tmp_path, trained: cls.Classifier
+) -> None:
+    from engine.storage import MIGRATIONS, MigrationRegistry, open_store
+    from engine.tasks.store import TaskRepo
+
+    older = MigrationRegistry()
+    older.register_all([m for m in MIGRATIONS.ordered() if (m.module, m.version) != ("tasks", 2)])
+    db = open_store(tmp_path / "h.duckdb", registry=older)
+    db.store.execute(
+        "INSERT INTO task_classifiers (tenant_id, name, version, method, labels, threshold, "
+        "metrics, model) VALUES ('default', 'old', 1, 'embedding', '[\"a\"]', 0.5, '{}', ?)",
+        [trained.to_bytes()],
+    )
+    db.close()
+    db = open_store(tmp_path / "h.duckdb")  # applies tasks v2: the encoder column
+    assert db.store.schema_versions()["tasks"] == 2
+    repo = TaskRepo(db.store)
+    assert repo.get_classifier("default", "old", None).encoder == cls.LEGACY_ENCODER
+    row = repo.save_classifier("default", "new", "llm", ["a"], 0.0, {}, b"x", None)
+    assert row.encoder is None and row.to_dict()["encoder"] is None
+    db.close()
