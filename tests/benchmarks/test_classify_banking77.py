@@ -54,3 +54,32 @@ def test_latency_line_reports_the_median_of_one_classify() -> None:
     assert figures["samples"] == 7
     assert figures["classify_p50_ms"] == figures["classify_one"]["median"]
     assert figures["classify_one"]["median"] >= figures["head_one"]["median"]
+
+
+def test_test_file_trains_on_all_of_train_csv_and_tests_on_it(tmp_path) -> None:
+    """With ``--test-file`` nothing is split: every training row trains, every test row tests
+    (real MiniLM embeddings, a small CSV pair shaped like Banking77's)."""
+    import csv
+    import json
+
+    from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, examples
+    from tests.support import ensure_models
+
+    def write(path, rows) -> None:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "category"])
+            w.writerows(rows)
+
+    train_rows = [(e.text, e.label) for e in examples()]
+    write(tmp_path / "train.csv", train_rows)
+    write(tmp_path / "test.csv", list(IN_SCOPE_PROBES.items()))
+    out = tmp_path / "rows.jsonl"
+    argv = [str(tmp_path), "--test-file", str(tmp_path / "test.csv"), "--parts", "inscope"]
+    bench.main([*argv, "--results", str(out), "--models-dir", str(ensure_models())])
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["model"] == "all-minilm-l6-v2" and row["settings"]["split"] == "official test file"
+    figures = row["figures"]
+    assert figures["train_examples"] == len(train_rows)
+    assert figures["test_examples"] == len(IN_SCOPE_PROBES)
+    assert figures["accuracy"] == 1.0
