@@ -97,6 +97,7 @@ def train(texts, labels, vectors, idx, args) -> tuple[Any, float]:
         use_ngrams=not args.no_ngrams,
         keep=args.keep,
         seed=args.seed,
+        encoder=args.embedding_model,
     )
     return model, time.perf_counter() - start
 

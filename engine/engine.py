@@ -47,7 +47,6 @@ from engine.types import (
     Usage,
 )
 from models import get_card, verify_model
-from models.cards import ModelCard
 from models.chat_templates import ChatMessage, render_chat
 
 if TYPE_CHECKING:
@@ -55,24 +54,6 @@ if TYPE_CHECKING:
     from engine.embeddings import Embedder
 
 log = logging.getLogger(__name__)
-
-
-def embedding_card(model: str) -> ModelCard:
-    """The card of embedding model ``model``; 400 naming the embedding models otherwise."""
-    from models.cards import list_cards
-
-    try:
-        card = get_card(model)
-    except KeyError:
-        card = None
-    if card is None or not card.supports("embedding"):
-        known = sorted(c.id for c in list_cards() if c.supports("embedding"))
-        raise InvalidRequestError(
-            f"{model!r} is not an embedding model; choose one of {known}",
-            param="encoder",
-            code="model_not_found",
-        )
-    return card
 
 
 @dataclasses.dataclass
@@ -447,8 +428,11 @@ class Engine:
                 param="input",
             )
         if model is None or model == self.embedding_card.id:
-            return await asyncio.to_thread(self.embedder.encode, texts)
-        embedder = await asyncio.to_thread(self.other_embedder, model)
+            embedder = self.embedder
+        else:  # loaded once, off the event loop; later calls take it from the dict
+            embedder = self._other_embedders.get(model) or await asyncio.to_thread(
+                self.other_embedder, model
+            )
         return await asyncio.to_thread(embedder.encode, texts)
 
     def other_embedder(self, model: str) -> Embedder:
@@ -457,7 +441,10 @@ class Engine:
         from engine.embeddings import Embedder
         from models.store import ModelFileError, install_model
 
-        card = embedding_card(model)
+        try:
+            card = get_card(model, "embedding")
+        except KeyError as exc:
+            raise InvalidRequestError(exc.args[0], param="model", code="model_not_found") from None
         with self._embedders_lock:
             if model not in self._other_embedders:
                 try:
@@ -465,7 +452,6 @@ class Engine:
                 except (ModelFileError, ImportError) as exc:
                     raise UnprocessableError(
                         f"embedding model {model!r} is not available here: {exc}",
-                        param="encoder",
                         code="model_not_available",
                     ) from None
                 self._other_embedders[model] = Embedder(card, path, self.settings.embeddings)

@@ -53,9 +53,12 @@ def list_cards() -> list[ModelCard]:
     return list(_all_cards().values())
 
 
-def get_card(model_id: str) -> ModelCard:
-    """The card for ``model_id``; KeyError names the known ids."""
-    try:
-        return _all_cards()[model_id]
-    except KeyError:
-        raise KeyError(f"no model card {model_id!r}; known: {sorted(_all_cards())}") from None
+def get_card(model_id: str, capability: str | None = None) -> ModelCard:
+    """The card for ``model_id`` (that has ``capability``, if given); KeyError names the ids to
+    choose from."""
+    card = _all_cards().get(model_id)
+    if card is None or (capability is not None and not card.supports(capability)):
+        known = sorted(c.id for c in list_cards() if capability is None or c.supports(capability))
+        what = f"{capability} model" if capability else "model card"
+        raise KeyError(f"no {what} {model_id!r}; known: {known}")
+    return card

@@ -55,6 +55,14 @@ SINGLE_SPLIT_FROM = 2000
 LEGACY_ENCODER = "all-minilm-l6-v2"
 
 
+def stored_encoder(method: str, encoder: str | None) -> str | None:
+    """A stored classifier's encoder: as recorded, or MiniLM for an embedding classifier that
+    recorded none (stored before encoders were); None for an LLM classifier."""
+    if method != "embedding":
+        return None
+    return encoder or LEGACY_ENCODER
+
+
 @dataclass(frozen=True)
 class Example:
     text: str
@@ -349,8 +357,7 @@ class Classifier:
             head=head,
             ngrams=ngrams,
             metrics=dict(meta["metrics"]),
-            # Classifiers stored before the field was added were all trained on MiniLM.
-            encoder=meta.get("encoder", LEGACY_ENCODER if meta["method"] == "embedding" else None),
+            encoder=stored_encoder(meta["method"], meta.get("encoder")),
         )
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from engine.engine import embedding_card
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.storage.tenants import check_name
 from engine.tasks import classify as cls
@@ -39,6 +38,7 @@ from engine.tasks.workflows import (
     run_workflow,
     seed_workflows,
 )
+from models.cards import get_card
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class TaskService:
         ]
         if parts:
             return np.vstack(parts)
-        card = embedding_card(encoder) if encoder else self.engine.embedding_card
+        card = get_card(encoder) if encoder else self.engine.embedding_card
         return np.zeros((0, card.embedding_dim or 0), dtype=np.float32)
 
     # ---- classifiers ---------------------------------------------------------------------------
@@ -138,7 +138,10 @@ class TaskService:
         check_name(spec.name, "name")
         _check_threshold(spec.abstain_threshold)
         if spec.encoder is not None:
-            embedding_card(spec.encoder)  # 400 naming the embedding models
+            try:
+                get_card(spec.encoder, "embedding")
+            except KeyError as exc:
+                raise InvalidRequestError(f"encoder: {exc.args[0]}", param="encoder") from None
             if not spec.examples:
                 raise InvalidRequestError(
                     "encoder: only a classifier trained from examples embeds its inputs",

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import NotFoundError
 from engine.storage import Store, register_migration
-from engine.tasks.classify import LEGACY_ENCODER
+from engine.tasks.classify import stored_encoder
 
 TASKS_V1 = """
 CREATE TABLE task_classifiers (
@@ -195,7 +195,7 @@ class TaskRepo:
             float(row[5]),
             json.loads(row[6]) if row[6] else {},
             row[7],
-            row[8] if row[8] or row[3] != "embedding" else LEGACY_ENCODER,
+            stored_encoder(row[3], row[8]),
         )
 
     _CLS_COLS = "tenant_id, name, version, method, labels, threshold, metrics, created_at, encoder"

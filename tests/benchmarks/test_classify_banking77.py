@@ -23,7 +23,7 @@ def _data(n_per_label: int = 20) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _args(keep: float) -> argparse.Namespace:
-    return argparse.Namespace(no_ngrams=True, keep=keep, seed=0)
+    return argparse.Namespace(no_ngrams=True, keep=keep, seed=0, embedding_model="test-encoder")
 
 
 def test_keep_sets_the_self_chosen_threshold() -> None:
