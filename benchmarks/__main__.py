@@ -236,10 +236,15 @@ def _workload(args: argparse.Namespace, gguf: Path | None) -> Workload:
     )
 
 
+def _prompt_sets(args: argparse.Namespace) -> int:
+    """Prompt sets per round: a ``--schema-ab`` twin shares its server's prefix cache, so it gets
+    prompts of its own."""
+    return 2 if args.schema_ab else 1
+
+
 def prompts_needed(args: argparse.Namespace) -> int:
     """Distinct prompts for every measured request of every round and level, plus warm-up's."""
-    twins = 2 if args.schema_ab else 1
-    return sum(load.n_requests for _, load in _loads(args)) * args.rounds * twins + 1
+    return sum(load.n_requests for _, load in _loads(args)) * args.rounds * _prompt_sets(args) + 1
 
 
 def _loads(args: argparse.Namespace) -> list[tuple[str, LoadShape]]:
@@ -455,7 +460,7 @@ async def _sweep(args, runners, workload, slo, model, progress, report) -> None:
             # server's cache, so it gets prompts of its own.
             shape = dataclasses.replace(load, first_index=offset)
             twin = dataclasses.replace(load, first_index=offset + load.n_requests)
-            offset += load.n_requests * (2 if args.schema_ab else 1)
+            offset += load.n_requests * _prompt_sets(args)
             for r in order:
                 log.info("round %d/%d, %s, %s", rnd + 1, args.rounds, label, r.name)
                 run_shape = twin if r.is_twin else shape

@@ -67,7 +67,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.profile, overrides=overrides, data_dir=args.data_dir)
 
 
-def _install(settings: Settings, extra: list[str] = ()) -> int:
+def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
     for model_id in dict.fromkeys((settings.llm.model, settings.embeddings.model, *extra)):
         try:
             card = get_card(model_id)

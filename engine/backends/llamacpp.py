@@ -449,11 +449,15 @@ class LlamaCppBackend:
         plan = self._build_batch()
         if not plan:
             return
-        prep = [
-            self._pool.submit(s.req.constraint.prepare)
-            for s, _, _, sample_idx in plan
-            if sample_idx is not None and s.req.constraint is not None and self._overlap_masks
-        ]
+        prep = (
+            [
+                self._pool.submit(s.req.constraint.prepare)
+                for s, _, _, sample_idx in plan
+                if sample_idx is not None and s.req.constraint is not None
+            ]
+            if self._overlap_masks
+            else []
+        )
         rc = lc.llama_decode(self._ctx, self._batch)
         for f in prep:
             f.exception()  # wait; errors surface again in mask_logits for that sequence
