@@ -68,8 +68,9 @@ def documents(hits: list[Any]) -> list[str]:
 
 async def run_scifact(args: argparse.Namespace) -> None:
     from configs import load_settings
-    from engine.documents import DocumentInput, DocumentService
-    from engine.ingest.embedder import LocalEmbedder
+    from engine import DocumentInput
+    from engine.app import open_corpus
+    from engine.embeddings import Embedder
 
     corpus, queries, qrels = load_beir(args.data, args.split)
     if args.max_queries:
@@ -77,23 +78,22 @@ async def run_scifact(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="hearth-scifact-"))
     overrides = {"retrieval": {"max_top_k": CHUNK_DEPTH}}
     settings = load_settings(args.profile, env={}, data_dir=data_dir, overrides=overrides)
-    embedder = LocalEmbedder(
+    embedder = Embedder.load(
         settings.models_dir if args.models_dir is None else args.models_dir, threads=args.threads
     )
-    svc = DocumentService.from_embedder(settings, embedder)
-    await svc.start()
-    if not any(c.name == "scifact" for c in await svc.list_collections("default")):
-        await svc.create_collection("default", "scifact")
+    svc = await open_corpus(settings, embedder)
+    if not any(c.name == "scifact" for c in await svc.documents.list_collections("default")):
+        await svc.documents.create_collection("default", "scifact")
     items = [
         DocumentInput(text=d["text"] or d["title"], client_id=d["_id"], title=d["title"] or None)
         for d in corpus
     ]
     start = time.perf_counter()
-    job = await svc.submit("default", "scifact", items)
-    job = await svc.wait_job("default", job.id)
+    job = await svc.documents.submit("default", "scifact", items)
+    job = await svc.jobs.wait("default", job.id)
     ingest_s = time.perf_counter() - start
-    col = await svc.get_collection("default", "scifact")
-    stats = await svc.collection_stats(col)
+    col = await svc.documents.get_collection("default", "scifact")
+    stats = await svc.documents.collection_stats(col)
     build = _index_build_times(svc, col)
     common = {
         "split": args.split,
@@ -128,7 +128,7 @@ def _index_build_times(svc: Any, col: Any) -> dict[str, float]:
     db = svc.db
     ids, vecs = db.corpus.vectors(col.id)
     start = time.perf_counter()
-    DenseIndex.build(ids, vecs, svc.retriever.params)
+    DenseIndex.build(ids, vecs, svc.retrieval.index.params)
     dense_s = time.perf_counter() - start
     ids, texts = db.corpus.chunk_texts(col.id)
     start = time.perf_counter()
@@ -143,10 +143,10 @@ async def _evaluate(
     svc: Any, queries: dict[str, str], qrels: dict[str, set[str]], mode: str
 ) -> dict[str, Any]:
     ndcg, recall, mrr, latency = [], [], [], []
-    await svc.retrieve("default", ["scifact"], ["warm up"], 10, mode)
+    await svc.retrieval.retrieve("default", ["scifact"], ["warm up"], 10, mode)
     for qid, text in queries.items():
         start = time.perf_counter()
-        hits = (await svc.retrieve("default", ["scifact"], [text], CHUNK_DEPTH, mode))[0]
+        hits = (await svc.retrieval.retrieve("default", ["scifact"], [text], CHUNK_DEPTH, mode))[0]
         latency.append(time.perf_counter() - start)
         ranked = documents(hits)
         ndcg.append(ndcg_at(ranked, qrels[qid]))

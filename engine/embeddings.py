@@ -1,16 +1,19 @@
 """Sentence embeddings with sentence-transformers, loaded from a local folder only.
 
-``encode`` blocks (torch releases the GIL while it computes): the engine calls it from a worker
-thread. One lock serializes calls so two requests never oversubscribe the configured threads.
+``Embedder`` is the one embedding class: the engine's, the document services' and the one that
+benchmarks and tests load without an engine (``Embedder.load``). ``encode`` blocks (torch releases
+the GIL while it computes); ``embed`` runs it in a worker thread. One lock serializes calls so two
+requests never oversubscribe the configured threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,6 +22,22 @@ if TYPE_CHECKING:
     from models import ModelCard
 
 log = logging.getLogger(__name__)
+
+
+class TextEmbedder(Protocol):
+    """What the document services need from an embedding model (``Embedder``, or a stand-in)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's own tokenizer (Hugging Face fast): chunk sizes are counted with it."""
+        ...
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalized rows; never blocks the event loop."""
+        ...
 
 
 class Embedder:
@@ -35,11 +54,15 @@ class Embedder:
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self.max_seq_length: int = int(self._model.max_seq_length)
         self.dim: int = int(self._model.get_embedding_dimension())
-        log.info("embeddings: %s loaded (dim %d, max %d word pieces)", card.id, self.dim,
-                 self.max_seq_length)
+        log.info(
+            "embeddings: %s loaded (dim %d, max %d word pieces)",
+            card.id,
+            self.dim,
+            self.max_seq_length,
+        )
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         """The model's own (Hugging Face fast) tokenizer: chunking must count with this."""
         return self._model.tokenizer
 
@@ -58,4 +81,22 @@ class Embedder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        return np.ascontiguousarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """``encode`` in a worker thread."""
+        return await asyncio.to_thread(self.encode, texts)
+
+    @classmethod
+    def load(
+        cls, models_dir: Path, model_id: str = "all-minilm-l6-v2", threads: int = 2
+    ) -> Embedder:
+        """The embedding model ``model_id`` from ``models_dir`` (checked by sha256), for code that
+        runs without an ``Engine`` (benchmarks, offline ingestion, tests)."""
+        from configs import EmbeddingSettings
+        from models.cards import get_card
+        from models.store import verify_model
+
+        card = get_card(model_id)
+        path = verify_model(card, Path(models_dir))
+        return cls(card, path, EmbeddingSettings(model=model_id, n_threads=threads))

@@ -1,10 +1,10 @@
-"""The Engine facade: the one object the server (and benchmarks, and tasks) talk to.
+"""The Engine facade: generation and embeddings, the one object the services talk to for models.
 
-``generate`` turns a request into backend sequences (one per choice), streams their tokens back as
-text deltas with stop strings applied, and always aborts what it started when the caller stops
-listening (a client disconnect cancels the iterator; its ``finally`` aborts in the backend).
-The backend runs on its own thread; its outputs reach this event loop through one
-``call_soon_threadsafe`` per step.
+``generate`` looks up the request's ``model`` in the :class:`~engine.runner.ModelPool` and streams
+that runner's events; ``embed`` runs the embedding model off the event loop. Per-model work
+(backend, batching, chat template, grammar, admission) lives in :class:`~engine.runner.ModelRunner`.
+Documents, retrieval, RAG, tasks and tenancy are services built around the engine by the
+composition root (:mod:`engine.app`).
 """
 
 from __future__ import annotations
@@ -19,35 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.backends.base import Backend, create_backend
-from engine.errors import (
-    BackendError,
-    ContextLengthError,
-    InvalidRequestError,
-    NotReadyError,
-    OverloadedError,
-    UnprocessableError,
-)
-from engine.grammar.binding import BoundFormat, GrammarSupport
-from engine.text import IncrementalText, detokenize
-from engine.types import (
-    BackendOutput,
-    BackendRequest,
-    BackendStats,
-    ChoiceDelta,
-    FinishReason,
-    GenerateRequest,
-    GenerationDone,
-    GenerationEvent,
-    LogprobEntry,
-    PromptLogprobs,
-    SequenceFinished,
-    TokenOutput,
-    TopLogprob,
-    Usage,
-)
+from engine.backends.base import Backend
+from engine.errors import InvalidRequestError, NotReadyError, UnprocessableError
+from engine.runner import ModelPool, ModelRunner
+from engine.types import BackendStats, GenerateRequest, GenerationEvent
 from models import get_card, verify_model
-from models.chat_templates import ChatMessage, render_chat
+from models.chat_templates import ChatMessage
 
 if TYPE_CHECKING:
     from configs import Settings
@@ -56,17 +33,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class _Choice:
-    index: int
-    seq_id: str
-    text: IncrementalText
-    tokens: list[int] = dataclasses.field(default_factory=list)
-    finished: bool = False
-
-
 class Engine:
-    """Owns the LLM backend and the embedder. Create, ``await start()``, use, ``await close()``."""
+    """Owns the model pool and the embedder. Create, ``await start()``, use, ``await close()``.
+
+    ``backend``/``embedder``: ready-made parts (tests, benchmarks); else they are loaded from the
+    models directory at ``start``.
+    """
 
     def __init__(
         self,
@@ -76,44 +48,25 @@ class Engine:
         embedder: Embedder | None = None,
     ):
         self.settings = settings
-        self.card = get_card(settings.llm.model)
+        self.models = ModelPool.from_settings(settings, backend)
         self.embedding_card = get_card(settings.embeddings.model)
-        self._backend = backend
         self._embedder = embedder
         # Other embedding models, loaded on first use (a classifier trained on one of them).
         self._other_embedders: dict[str, Embedder] = {}
         self._embedders_lock = threading.Lock()
-        self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight = 0
-        self._turn_stop_ids: tuple[int, ...] | None = None
         self._ready = False
         self._closed = False
         self.started_at = time.time()
-        # Extension points other subsystems attach to (documents, tasks): name -> service.
-        self.services: dict[str, object] = {}
-        # Structured output: compiles response formats, one constraint per choice.
-        self.grammar = GrammarSupport()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Verify model files, load the backend and the embedder, start stepping."""
-        self._loop = asyncio.get_running_loop()
-        if self.settings.llm.max_model_len > self.card.context_length:
-            raise ValueError(
-                f"setting llm.max_model_len: {self.settings.llm.max_model_len} exceeds the "
-                f"context length of {self.card.id} ({self.card.context_length})"
-            )
-        if self._backend is None:
-            await asyncio.to_thread(verify_model, self.card, self.settings.models_dir)
-            self._backend = create_backend(self.settings, self.card)
-        await asyncio.to_thread(self._backend.start, self._on_outputs)
+        """Load the models (checked by sha256 first) and the embedder, start stepping."""
+        await self.models.start()
         if self._embedder is None:
             self._embedder = await asyncio.to_thread(self._load_embedder)
-        await self._start_documents()
         self._ready = True
-        log.info("engine ready: %s on %s", self.card.id, self._backend.name)
+        log.info("engine ready: %s", ", ".join(r.card.id for r in self.models.runners))
 
     def _load_embedder(self) -> Embedder:
         from engine.embeddings import Embedder
@@ -121,53 +74,37 @@ class Engine:
         path = verify_model(self.embedding_card, self.settings.models_dir)
         return Embedder(self.embedding_card, path, self.settings.embeddings)
 
-    async def _start_documents(self) -> None:
-        """Documents, retrieval and RAG as ``services["documents"]`` (DuckDB + FAISS + BM25 under
-        the data directory; a second process on the same data directory fails here, clearly)."""
-        if "documents" in self.services:
-            return
-        from engine.documents import DocumentService
-
-        embedder = self.embedder
-        docs = DocumentService(self.settings, self.embed, embedder.tokenizer, embedder.dim)
-        docs.count_llm_tokens = lambda text: len(
-            self.backend.tokenize(text, add_bos=False, parse_special=False)
-        )
-        await docs.start()
-        self.services["documents"] = docs
-
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._ready = False
-        for service in self.services.values():
-            closer = getattr(service, "close", None)
-            if closer is not None:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-        self.grammar.close()
-        if self._backend is not None:
-            await asyncio.to_thread(self._backend.close)
+        await self.models.close()
 
     @property
     def ready(self) -> bool:
-        return self._ready and self._backend is not None and self._backend.is_stepping()
+        return self._ready and self.models.ready
+
+    @property
+    def model(self) -> ModelRunner:
+        """The server's generator (``settings.llm.model``)."""
+        return self.models.default
+
+    @property
+    def card(self):  # noqa: ANN201 - models.ModelCard, re-exported for callers of the facade
+        return self.model.card
 
     @property
     def backend(self) -> Backend:
-        if self._backend is None:
-            raise NotReadyError("the model is still loading", retry_after=2)
-        return self._backend
+        return self.model.backend
 
     @property
     def n_vocab(self) -> int:
-        return self.backend.n_vocab
+        return self.model.n_vocab
 
     @property
     def max_model_len(self) -> int:
-        return self.backend.max_model_len
+        return self.model.max_model_len
 
     @property
     def embedder(self) -> Embedder:
@@ -176,243 +113,56 @@ class Engine:
         return self._embedder
 
     def stats(self) -> BackendStats | None:
-        """The backend's scheduler figures (running, waiting, KV use), or None before start."""
-        return self._backend.stats() if self._backend is not None else None
+        """The generator's scheduler figures (running, waiting, KV use), or None before start."""
+        return self.model.stats()
 
     def health(self) -> dict[str, object]:
         stats = self.stats()
+        runner = self.model
         return {
             "ready": self.ready,
-            "model": self.card.id,
-            "backend": self._backend.name if self._backend else None,
+            "model": runner.card.id,
+            "backend": runner.backend_name,
             "embedding_model": self.embedding_card.id,
-            "inflight_sequences": self._inflight,
+            "inflight_sequences": sum(r.inflight for r in self.models.runners),
             "stats": dataclasses.asdict(stats) if stats else None,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
-    # ---- tokens -----------------------------------------------------------------------------
+    # ---- tokens (the generator's) -----------------------------------------------------------
 
     def tokenize_prompt(self, prompt: str, *, add_special_tokens: bool = True) -> list[int]:
-        """A completions prompt: special tokens in the text are parsed (the caller wrote them)."""
-        ids = self.backend.tokenize(prompt, add_bos=add_special_tokens, parse_special=True)
-        bos = self.backend.bos_token_id
-        if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
-            ids = ids[1:]  # the text began with BOS itself
-        return ids
+        return self.model.tokenize_prompt(prompt, add_special_tokens=add_special_tokens)
 
     def tokenize_chat(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        """Render the card's chat template; content is tokenized with special tokens inert."""
-        if not self.card.chat_template:
-            raise InvalidRequestError(
-                f"model {self.card.id!r} has no chat template; use /v1/completions",
-                param="model",
-            )
-        rendered = render_chat(self.card.chat_template, messages)
-        bos = self.backend.bos_token_id
-        ids = [bos] if bos is not None else []
-        for seg in rendered.segments:
-            ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
-        if self._turn_stop_ids is None:  # the template's markup is fixed: resolve it once
-            self._turn_stop_ids = self._special_ids(rendered.stop_markup)
-        return ids, rendered.stop
+        return self.model.tokenize_chat(messages)
 
-    def _special_ids(self, markup: Sequence[str]) -> tuple[int, ...]:
-        """Token ids of markup strings that are single special tokens in this vocabulary."""
-        found = []
-        for text in markup:
-            ids = self.backend.tokenize(text, add_bos=False, parse_special=True)
-            if len(ids) == 1:
-                found.append(ids[0])
-        return tuple(found)
+    def count_tokens(self, text: str) -> int:
+        return self.model.count_tokens(text)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        self._check_token_ids(ids, "tokens")
-        return "".join(self.backend.token_text(t) for t in ids)
+        return self.model.detokenize(ids)
 
     def token_text(self, token_id: int) -> str:
-        return self.backend.token_text(token_id)
-
-    def _check_token_ids(self, ids: Sequence[int], param: str) -> None:
-        n_vocab = self.backend.n_vocab
-        for t in ids:
-            if not 0 <= t < n_vocab:
-                raise InvalidRequestError(
-                    f"token id {t} is out of range: the vocabulary has {n_vocab} tokens",
-                    param=param,
-                )
+        return self.model.token_text(token_id)
 
     # ---- generation -------------------------------------------------------------------------
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[GenerationEvent]:
-        """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone."""
-        backend = self._require_ready()
-        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
-        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
-        prompt, stops = self._prompt_of(req)
-        params = req.params
-        if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
-            # A chat answer ends where the model would begin another turn.
-            params = dataclasses.replace(
-                params, stop_token_ids=tuple(params.stop_token_ids) + self._turn_stop_ids
-            )
-        self._check_context(len(prompt), params.max_tokens, req)
-        if fmt is not None:
-            fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))
-        if params.stop or stops:
-            params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
-        self._admit(req.n)
-        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
-        choices: list[_Choice] = []
-        started = time.perf_counter()
-        try:
-            self._start_choices(req, prompt, params, queue, backend, choices)
-            async for event in self._collect(req, prompt, params, choices, queue, started):
-                yield event if fmt is None else fmt.observe(event)
-        finally:
-            for c in choices:
-                self._queues.pop(c.seq_id, None)
-                if not c.finished:
-                    backend.abort(c.seq_id)
-            self._inflight -= req.n  # admitted as a whole, released as a whole
+        """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone.
 
-    def _require_ready(self) -> Backend:
-        if not self.ready:
+        ``req.model`` names the runner (404 ``model_not_found`` for a model not in the pool).
+        Closing the iterator early aborts the request's sequences in the backend.
+        """
+        if not self._ready:
             raise NotReadyError("Hearth is starting: the model is not loaded yet", retry_after=2)
-        return self.backend
-
-    def _prompt_of(self, req: GenerateRequest) -> tuple[list[int], tuple[str, ...]]:
-        if req.messages is not None:
-            return self.tokenize_chat(req.messages)  # type: ignore[arg-type]
-        if req.prompt_tokens is not None:
-            ids = list(req.prompt_tokens)
-            self._check_token_ids(ids, "prompt")
-            return ids, ()
-        ids = self.tokenize_prompt(req.prompt or "", add_special_tokens=req.add_special_tokens)
-        if not ids:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
-        return ids, ()
-
-    def _check_context(self, n_prompt: int, max_tokens: int, req: GenerateRequest) -> None:
-        limit = self.backend.max_model_len
-        if n_prompt + max_tokens > limit:
-            param = "messages" if req.messages is not None else "prompt"
-            raise ContextLengthError(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
-                "completion). Please reduce the prompt or max_tokens.",
-                param=param,
-            )
-
-    def _admit(self, n: int) -> None:
-        cfg = self.settings.llm
-        if self._inflight + n > cfg.max_running + cfg.max_waiting:
-            raise OverloadedError(
-                f"Hearth is at capacity ({cfg.max_running} running, {cfg.max_waiting} waiting); "
-                "retry shortly",
-                retry_after=self.settings.server.retry_after_s,
-                code="overloaded",
-            )
-        self._inflight += n
-
-    def _start_choices(self, req, prompt, params, queue, backend, choices: list[_Choice]) -> None:
-        """Submit one sequence per choice, appending each to ``choices`` as it is submitted (so
-        the caller's ``finally`` aborts exactly what was started, even if a later one fails)."""
-        eos = frozenset() if params.ignore_eos else backend.eos_token_ids
-        for i in range(req.n):
-            seq_id = f"{req.request_id}/{i}"
-            p = params
-            if params.seed is not None and i:
-                p = dataclasses.replace(params, seed=params.seed + i)
-            constraint = self._constraint_for(req, i)
-            self._queues[seq_id] = queue
-            choices.append(_Choice(i, seq_id, IncrementalText(params.stop)))
-            backend.submit(BackendRequest(seq_id, list(prompt), p, eos, constraint))
-
-    def _constraint_for(self, req: GenerateRequest, index: int):
-        """One constraint per sequence from the request's compiled response format."""
-        if req.response_format is None:
-            return None
-        factory = getattr(req.response_format, "new_constraint", None)
-        if factory is None:
-            raise InvalidRequestError("response_format is not supported", param="response_format")
-        return factory()
-
-    async def _collect(self, req, prompt, params, choices, queue, started):
-        by_id = {c.seq_id: c for c in choices}
-        prompt_lp: tuple[LogprobEntry, ...] | None = None
-        ttft = None
-        open_choices = len(choices)
-        while open_choices:
-            out = await queue.get()
-            choice = by_id.get(out.request_id)
-            if choice is None or choice.finished:
-                continue
-            if isinstance(out, PromptLogprobs):
-                prompt_lp = self._prompt_entries(prompt, out)
-                continue
-            if isinstance(out, SequenceFinished):
-                if out.error:
-                    raise BackendError(f"generation failed: {out.error}")
-                choice.finished = True
-                open_choices -= 1
-                yield ChoiceDelta(choice.index, choice.text.flush(), (), None, FinishReason.STOP)
-                continue
-            ttft = ttft if ttft is not None else time.perf_counter() - started
-            delta = self._on_token(choice, out, params)
-            if delta.finish_reason is not None:
-                open_choices -= 1
-            yield delta
-        usage = Usage(len(prompt), sum(len(c.tokens) for c in choices))
-        prompt_text = detokenize(self.backend.token_bytes, prompt) if req.prompt else ""
-        yield GenerationDone(
-            usage, prompt_lp, prompt_text, ttft, duration_s=time.perf_counter() - started
-        )
-
-    def _on_token(self, choice: _Choice, out: TokenOutput, params) -> ChoiceDelta:
-        choice.tokens.append(out.token_id)
-        text = choice.text.feed(self.backend.token_bytes(out.token_id))
-        reason = out.finish_reason
-        if choice.text.stopped:
-            reason = FinishReason.STOP
-            if out.finish_reason is None:
-                self.backend.abort(choice.seq_id)
-        if reason is not None:
-            choice.finished = True
-            text += choice.text.flush()
-        lp = None
-        if params.logprobs is not None:
-            lp = (self._entry(out.token_id, out.logprob, out.top_logprobs),)
-        return ChoiceDelta(choice.index, text, (out.token_id,), lp, reason)
-
-    def _entry(self, token_id: int, logprob, top: Sequence[TopLogprob]) -> LogprobEntry:
-        text = self.backend.token_text(token_id)
-        tops = tuple(
-            (self.backend.token_text(t.token_id), t.token_id,
-             self.backend.token_text(t.token_id).encode(), t.logprob)
-            for t in top
-        )
-        return LogprobEntry(text, token_id, text.encode(), logprob, tops)
-
-    def _prompt_entries(self, prompt: list[int], out: PromptLogprobs) -> tuple[LogprobEntry, ...]:
-        return tuple(
-            self._entry(t, lp, top)
-            for t, lp, top in zip(prompt, out.logprobs, out.top_logprobs, strict=False)
-        )
-
-    # ---- backend → event loop ---------------------------------------------------------------
-
-    def _on_outputs(self, outputs: Sequence[BackendOutput]) -> None:
-        """Called on the backend thread once per step."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._dispatch, outputs)
-
-    def _dispatch(self, outputs: Sequence[BackendOutput]) -> None:
-        for out in outputs:
-            queue = self._queues.get(out.request_id)
-            if queue is not None:
-                queue.put_nowait(out)
+        runner = await self.models.acquire(req.model)
+        events = runner.generate(req)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
 
     # ---- embeddings -------------------------------------------------------------------------
 

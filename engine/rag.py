@@ -1,5 +1,10 @@
 """Retrieval-augmented chat: evidence in numbered blocks, citations checked against storage.
 
+``RagService.generate(tenant, request, options, session_id)`` is the whole turn, usable from Python,
+benchmarks and the server alike. It yields the generation's events (``ChoiceDelta``,
+``GenerationDone``) and ends with a typed :class:`RagDone` (citations, confidence, retrieval
+figures) — or yields one :class:`Refusal` and generates nothing:
+
 1. ``prepare`` retrieves for the last user message (and, in a session, when that message refers
    back with a pronoun such as "it" or "they", also for it joined to the previous user turn),
    and refuses without generating when the best evidence (query-chunk
@@ -7,10 +12,10 @@
 2. Otherwise it builds the prompt: the session's recent turns within ``history_tokens``, then the
    client's messages, the last user turn holding the numbered, delimited context blocks that fit
    ``context_tokens`` (the rest are counted in ``dropped``), the instruction and the question.
-3. The caller generates; ``finish`` extracts citations from the answer: blocks cited as ``[n]``,
-   else blocks sharing a passage of at least ``MIN_SPAN_WORDS`` words with the answer, else the best
-   block. Each quote is a span of the chunk with offsets, re-read from DuckDB and compared
-   (``verified``). The turn is stored in the session with its sources and confidence.
+3. The engine generates; ``finish`` extracts citations from choice 0's answer: blocks cited as
+   ``[n]``, else blocks sharing a passage of at least ``MIN_SPAN_WORDS`` words with the answer,
+   else the best block. Each quote is a span of the chunk with offsets, re-read from DuckDB and
+   compared (``verified``). The turn is stored in the session with its sources and confidence.
 
 ``confidence`` = 0.5 × best evidence cosine (clipped to 0..1) + 0.5 × the share of answer
 sentences that share a passage with a cited chunk.
@@ -18,17 +23,21 @@ sentences that share a passage with a cited chunk.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
+from engine.types import ChoiceDelta, GenerateRequest, GenerationDone
 from models.chat_templates import ChatMessage
 
 if TYPE_CHECKING:
-    from engine.documents import DocumentService, RetrievedChunk
+    from configs import RetrievalSettings
+    from engine.engine import Engine
+    from engine.retrieval.service import RetrievalService, RetrievedChunk
+    from engine.sessions import SessionService
 
 REFUSAL_MESSAGE = (
     "I cannot answer this from the available documents: no passage matches the question closely "
@@ -54,14 +63,40 @@ class RetrievalOptions:
 
 
 @dataclass(frozen=True)
+class RetrievalStats:
+    """What retrieval contributed to a turn."""
+
+    collections: list[str]
+    mode: str
+    chunks_retrieved: int
+    chunks_in_context: int
+    chunks_dropped: int
+    best_score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Refusal:
+    """The evidence is too weak to answer: nothing was generated. Also a terminal event of
+    ``RagService.generate`` (then ``retrieval`` and ``session_id`` are set)."""
+
     reason: str  # "weak_evidence" | "no_evidence"
     best_score: float
     min_score: float
     message: str = REFUSAL_MESSAGE
+    retrieval: RetrievalStats | None = None
+    session_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__) | {"type": "insufficient_evidence"}
+        return {
+            "reason": self.reason,
+            "best_score": self.best_score,
+            "min_score": self.min_score,
+            "message": self.message,
+            "type": "insufficient_evidence",
+        }
 
 
 @dataclass(frozen=True)
@@ -98,6 +133,17 @@ class RagPlan:
     history_turns: int = 0
     retrieved: list[RetrievedChunk] = field(default_factory=list)
 
+    @property
+    def stats(self) -> RetrievalStats:
+        return RetrievalStats(
+            collections=self.options.collections,
+            mode=self.options.mode,
+            chunks_retrieved=len(self.retrieved),
+            chunks_in_context=len(self.blocks),
+            chunks_dropped=self.dropped,
+            best_score=round(self.best_score, 4),
+        )
+
 
 @dataclass(frozen=True)
 class RagAnswer:
@@ -106,16 +152,64 @@ class RagAnswer:
     refusal: Refusal | None
 
 
+@dataclass(frozen=True)
+class RagDone:
+    """Last event of an answered RAG turn (after the generation's ``GenerationDone``)."""
+
+    citations: list[Citation]
+    confidence: float
+    retrieval: RetrievalStats
+    session_id: str | None
+
+
+RagEvent = ChoiceDelta | GenerationDone | RagDone | Refusal
+
+
 class RagService:
     def __init__(
         self,
-        docs: DocumentService,
+        settings: RetrievalSettings,
+        retrieval: RetrievalService,
+        sessions: SessionService,
+        engine: Engine | None = None,
         count_tokens: Callable[[str], int] | None = None,
     ) -> None:
-        """``count_tokens`` counts the generator's tokens (default: characters / 4)."""
-        self.docs = docs
-        self.settings = docs.settings.retrieval
+        """``engine`` generates (``generate``); ``count_tokens`` counts the generator's tokens
+        for the context budget (default: the engine's, else characters / 4)."""
+        self.settings = settings
+        self._retrieval = retrieval
+        self._sessions = sessions
+        self._engine = engine
+        if count_tokens is None and engine is not None:
+            count_tokens = engine.count_tokens
         self.count = count_tokens or (lambda text: len(text) // 4 + 1)
+
+    async def generate(
+        self,
+        tenant: str,
+        request: GenerateRequest,
+        options: RetrievalOptions,
+        session_id: str | None = None,
+    ) -> AsyncIterator[RagEvent]:
+        """One RAG turn over ``request.messages``: the generation's events, then ``RagDone``;
+        or one ``Refusal`` (weak evidence; nothing generated). Citations come from choice 0."""
+        if self._engine is None:
+            raise RuntimeError("this RagService has no engine to generate with")
+        if request.messages is None:
+            raise InvalidRequestError("RAG needs messages", param="messages")
+        plan = await self.prepare(tenant, request.messages, options, session_id)
+        if plan.refusal is not None:
+            await self.finish(plan, None)
+            yield dataclasses.replace(plan.refusal, retrieval=plan.stats, session_id=session_id)
+            return
+        answer: list[str] = []
+        augmented = dataclasses.replace(request, messages=plan.messages)
+        async for event in self._engine.generate(augmented):
+            if isinstance(event, ChoiceDelta) and event.index == 0:
+                answer.append(event.text)
+            yield event
+        result = await self.finish(plan, "".join(answer))
+        yield RagDone(result.citations, result.confidence, plan.stats, session_id)
 
     async def prepare(
         self,
@@ -133,7 +227,7 @@ class RagService:
         min_score = self.settings.min_score if options.min_score is None else options.min_score
         if not -1.0 <= min_score <= 1.0:
             raise InvalidRequestError("min_score must be in -1..1", param="retrieval.min_score")
-        results = await self.docs.retrieve(
+        results = await self._retrieval.retrieve(
             tenant, options.collections, queries, options.top_k, options.mode, options.filter
         )
         hits = _merge(results, options.top_k or self.settings.default_top_k)
@@ -152,12 +246,9 @@ class RagService:
             return []
         if not isinstance(session_id, str) or not 1 <= len(session_id) <= 128:
             raise InvalidRequestError("session_id must be 1-128 characters", param="session_id")
-        db = self.docs.db
-        assert db is not None
-        created = await asyncio.to_thread(db.chats.ensure_session, tenant, session_id)
-        if created:
+        if await self._sessions.ensure(tenant, session_id):
             return []
-        stored = await asyncio.to_thread(db.chats.messages, tenant, session_id, 20)
+        stored = await self._sessions.messages(tenant, session_id, 20)
         turns: list[ChatMessage] = []
         used = 0
         for msg in reversed(stored):
@@ -207,26 +298,17 @@ class RagService:
         return result
 
     async def _verify(self, tenant: str, c: Citation) -> Citation:
-        stored = await self.docs.chunk_text(tenant, c.chunk_id)
+        stored = await self._retrieval.chunk_text(tenant, c.chunk_id)
         ok = stored is not None and stored[c.start : c.end] == c.quote and bool(c.quote)
         return Citation(**(c.__dict__ | {"verified": ok}))
 
     async def _store(self, plan: RagPlan, text: str, result: RagAnswer) -> None:
-        if plan.session_id is None or self.docs.db is None:
+        if plan.session_id is None:
             return
-        db = self.docs.db
         sources = [c.as_dict() for c in result.citations]
-        await asyncio.to_thread(
-            db.chats.add_message, plan.tenant, plan.session_id, "user", plan.question
-        )
-        await asyncio.to_thread(
-            db.chats.add_message,
-            plan.tenant,
-            plan.session_id,
-            "assistant",
-            text,
-            sources,
-            result.confidence,
+        await self._sessions.add(plan.tenant, plan.session_id, "user", plan.question)
+        await self._sessions.add(
+            plan.tenant, plan.session_id, "assistant", text, sources, result.confidence
         )
 
 

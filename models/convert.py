@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.digest import write_manifest
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
-MANIFEST = "MANIFEST.sha256"
 # Gemma 3 facts llama.cpp hard-codes instead of storing them in the GGUF.
 GEMMA3_SLIDING_WINDOW_PATTERN = 6
 GEMMA3_LOCAL_ROPE_THETA = 10_000.0
@@ -189,18 +190,6 @@ def write_tokenizer(gguf_path: Path, out: Path) -> None:
     config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def write_manifest(folder: Path) -> None:
-    """``MANIFEST.sha256``: ``<sha256>  <relative path>`` for every other file, sorted."""
-    from models.store import sha256_file
-
-    lines = [
-        f"{sha256_file(f)}  {f.relative_to(folder)}"
-        for f in sorted(folder.rglob("*"))
-        if f.is_file() and f.name != MANIFEST
-    ]
-    (folder / MANIFEST).write_text("\n".join(lines) + "\n")
-
-
 def convert(gguf_path: Path, out_dir: Path) -> Path:
     """Write the Hugging Face folder for ``gguf_path`` at ``out_dir`` (replaced atomically)."""
     from gguf import GGUFReader
@@ -230,17 +219,6 @@ def convert(gguf_path: Path, out_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("converted %s to %s", gguf_path, out_dir)
     return out_dir
-
-
-def install_converted(card, models_dir: Path) -> Path:  # noqa: ANN001 - models.ModelCard
-    """Install ``card`` by converting its source card's GGUF (installed first if needed)."""
-    from models.cards import get_card
-    from models.store import install_model, model_path, verify_model
-
-    source = get_card(card.converted_from)
-    gguf_path = install_model(source, Path(models_dir))
-    convert(gguf_path, model_path(card, Path(models_dir)))
-    return verify_model(card, Path(models_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,6 @@ disk against the card before anything loads them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -19,22 +18,14 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from models.cards import ModelCard
+from models.cards import ModelCard, get_card
+from models.digest import MANIFEST, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
-MANIFEST = "MANIFEST.sha256"
 
 
 class ModelFileError(RuntimeError):
     """A model file is missing or its checksum does not match its card."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_path(card: ModelCard, models_dir: Path) -> Path:
@@ -84,9 +75,7 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
     except ModelFileError:
         pass
     if card.converted_from:
-        from models.convert import install_converted
-
-        return install_converted(card, models_dir)
+        return _install_converted(card, models_dir)
     if card.source_parts:
         path.parent.mkdir(parents=True, exist_ok=True)
         _install_split_zip(card, path)
@@ -176,14 +165,18 @@ def _publish_folder(target: Path, fill: Callable[[Path], None]) -> None:
     try:
         folder = staging / "model"
         fill(folder)
-        lines = [
-            f"{sha256_file(f)}  {f.relative_to(folder)}"
-            for f in sorted(folder.rglob("*"))
-            if f.is_file()
-        ]
-        (folder / MANIFEST).write_text("\n".join(lines) + "\n")
+        write_manifest(folder)
         if target.exists():
             shutil.rmtree(target)
         os.replace(folder, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_converted(card: ModelCard, models_dir: Path) -> Path:
+    """Install ``card`` by converting its source card's GGUF (installed first if needed)."""
+    from models.convert import convert  # gguf, numpy: only when a conversion runs
+
+    gguf_path = install_model(get_card(card.converted_from), Path(models_dir))
+    convert(gguf_path, model_path(card, Path(models_dir)))
+    return verify_model(card, Path(models_dir))

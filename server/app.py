@@ -1,8 +1,10 @@
-"""The app factory: ``create_app(settings)`` builds the Litestar app around one Engine.
+"""The app factory: ``create_app(settings)`` builds the Litestar app around Hearth's services.
 
-The lifespan starts the engine in the background, so ``/health`` answers at once and ``/ready``
-says 503 until the models are loaded and the engine is stepping; on shutdown it closes the engine.
-A failed start stops the server: an appliance that cannot load its model must not look alive.
+The lifespan calls the composition root (:func:`engine.open_hearth`) once, in the background, so
+``/health`` answers at once and ``/ready`` (and every other route) says 503 until the models are
+loaded and every service is up; the started :class:`engine.Hearth` is kept in the typed
+:class:`server.state.ServerState`. On shutdown the services close in reverse order. A failed start
+stops the server: an appliance that cannot load its model must not look alive.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 
 from configs import Settings
-from engine import Engine
+from engine import Hearth, open_hearth
 from server.auth import TenantAuthMiddleware
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
@@ -27,28 +29,38 @@ from server.routes import documents as document_routes
 from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
+from server.state import ServerState
 
 log = logging.getLogger(__name__)
 
 
+ServicesFactory = Callable[[Settings], Awaitable[Hearth]]
+
+
 def create_app(
-    settings: Settings, engine: Engine | None = None, *, exit_on_start_failure: bool = True
+    settings: Settings,
+    *,
+    open_services: ServicesFactory = open_hearth,
+    exit_on_start_failure: bool = True,
 ) -> Litestar:
-    engine = engine or Engine(settings)
+    """``open_services``: the composition root (tests pass one with a stand-in model)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.engine = engine
-        app.state.metrics = Metrics()
-        app.state.start_error = None
-        starting = asyncio.create_task(_start(app, engine, exit_on_start_failure))
+        state = ServerState(settings, Metrics())
+        app.state.server = state
+        starting = asyncio.create_task(
+            _start(state, open_services, exit_on_start_failure), name="hearth-start"
+        )
         try:
             yield
         finally:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
-            await engine.close()
+            if state.hearth is not None:
+                hearth, state.hearth = state.hearth, None
+                await hearth.close()
 
     return Litestar(
         route_handlers=[
@@ -70,13 +82,13 @@ def create_app(
     )
 
 
-async def _start(app: Litestar, engine: Engine, exit_on_failure: bool) -> None:
+async def _start(state: ServerState, open_services: ServicesFactory, exit_on_failure: bool) -> None:
     try:
-        await engine.start()
+        state.hearth = await open_services(state.settings)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        app.state.start_error = str(exc)
+        state.start_error = str(exc)
         log.critical("engine failed to start: %s", exc)
         if exit_on_failure:
             os.kill(os.getpid(), signal.SIGTERM)

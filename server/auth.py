@@ -3,7 +3,7 @@
 - ``/health`` and ``/ready`` are open.
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
   off, 403); it sets no tenant.
-- Everything else: 503 until the engine's DocumentService is up. Then, once any tenant key
+- Everything else: 503 until Hearth's services are up. Then, once any tenant key
   exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
   request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
   clients only; a bearer token is then ignored (OpenAI clients always send one).
@@ -21,6 +21,8 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from server.state import state_of
+
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
@@ -28,13 +30,6 @@ ADMIN_PREFIX = "/v1/admin"
 ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
 DEFAULT_TENANT = "default"
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
-
-
-def documents_of(app: Any) -> Any:
-    """The engine's DocumentService (``engine.services["documents"]``), or None while starting."""
-    engine = getattr(app.state, "engine", None)
-    services = getattr(engine, "services", None) or {}
-    return services.get("documents") or getattr(app.state, "documents", None)
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -77,10 +72,11 @@ class TenantAuthMiddleware:
         return None
 
     async def _tenant(self, scope: Scope, token: str | None) -> tuple[int, str, str] | None:
-        service = documents_of(scope["app"])
+        hearth = state_of(scope["app"]).hearth
         state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
-        if service is None:  # keys cannot be checked yet: nothing passes
+        if hearth is None:  # keys cannot be checked yet: nothing passes
             return 503, "not_ready_error", "Hearth is starting"
+        service = hearth.tenancy
         if not service.auth_required:
             client = (scope.get("client") or ("", 0))[0]
             if client not in _LOOPBACK:

@@ -9,7 +9,7 @@ tests, never share or collide). Wiring, all of it small calls:
   ``timer.finish(status, prompt_tokens, completion_tokens)`` once at the end, whatever happened
   (``finish`` is idempotent, so a ``finally`` may call it again);
 - ``/metrics`` refreshes the engine gauges (queue depth, running sequences, KV cache use) from
-  ``app.state.engine`` at scrape time, so the engine needs no calls of its own.
+  the engine at scrape time, so the engine needs no calls of its own.
 
 Times are seconds (Prometheus convention). Names: ``hearth_time_to_first_token_seconds``,
 ``hearth_inter_token_latency_seconds``, ``hearth_e2e_request_latency_seconds``,
@@ -165,8 +165,9 @@ def engine_stats(engine: Any) -> Any | None:
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
 def metrics_route(request: Request) -> Response[bytes]:
     """Prometheus text format of ``app.state.metrics``, engine gauges refreshed first."""
-    metrics: Metrics = request.app.state.metrics
-    stats = engine_stats(getattr(request.app.state, "engine", None))
+    state = request.app.state.server
+    metrics: Metrics = state.metrics
+    stats = engine_stats(state.hearth.engine if state.hearth is not None else None)
     if stats is not None:
         metrics.observe_stats(stats)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

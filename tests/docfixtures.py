@@ -19,12 +19,12 @@ def models_dir() -> Path:
 
 @functools.cache
 def embedder() -> Any:
-    from engine.ingest.embedder import LocalEmbedder
+    from engine.embeddings import Embedder
     from models.cards import get_card
     from models.store import install_model
 
     install_model(get_card("all-minilm-l6-v2"), models_dir())
-    return LocalEmbedder(models_dir(), threads=1)
+    return Embedder.load(models_dir(), threads=1)
 
 
 def settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:

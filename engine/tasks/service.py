@@ -2,9 +2,11 @@
 document analysis and usage. Every method takes the tenant id first; another tenant's classifier,
 workflow, result or job answers 404 like a missing one.
 
-It shares the engine (generation, embeddings) and the DocumentService's database and job runner:
-its tables are registered as migrations of module ``tasks`` (:mod:`engine.tasks.store`), applied
-when it starts. Blocking work (DuckDB, training) runs in threads.
+Its dependencies are given by the composition root (:mod:`engine.app`): the engine (generation,
+embeddings), the database (its tables are registered as migrations of module ``tasks``,
+:mod:`engine.tasks.store`, applied by :meth:`TaskService.open`), the job service (training and
+analysis jobs) and the document service (the documents analysed). Blocking work (DuckDB,
+training) runs in threads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +41,12 @@ from engine.tasks.workflows import (
     seed_workflows,
 )
 from models.cards import get_card
+
+if TYPE_CHECKING:
+    from engine.documents import DocumentService
+    from engine.engine import Engine
+    from engine.job_service import JobService
+    from engine.storage import Database, Document, Job
 
 logger = logging.getLogger(__name__)
 
@@ -90,32 +98,39 @@ def _check_threshold(value: float | None) -> None:
 
 
 class TaskService:
-    def __init__(self, engine: Any, documents: Any, llm: TaskLLM | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        db: Database,
+        jobs: JobService,
+        documents: DocumentService,
+        llm: TaskLLM | None = None,
+    ) -> None:
+        """Use :meth:`open` (it migrates the ``tasks`` tables first)."""
         self.engine = engine
         self.documents = documents
+        self._db = db
+        self._jobs = jobs
         self.llm: TaskLLM = llm or EngineLLM(engine)
-        self.repo: TaskRepo | None = None
-        self.seeds: dict[str, WorkflowSpec] = {}
+        self.repo = TaskRepo(db.store)
+        self.seeds: dict[str, WorkflowSpec] = seed_workflows()
         self._classifiers: dict[tuple[str, str, int], cls.Classifier] = {}
         self._inline: dict[str, cls.Classifier] = {}  # workflow examples hash -> classifier
 
-    async def start(self) -> None:
-        """Apply the ``tasks`` migrations to the DocumentService's store; load seed workflows."""
-        db = self.documents.db
-        if db is None:
-            raise RuntimeError("the DocumentService must be started before the TaskService")
+    @classmethod
+    async def open(
+        cls,
+        engine: Engine,
+        db: Database,
+        jobs: JobService,
+        documents: DocumentService,
+        llm: TaskLLM | None = None,
+    ) -> TaskService:
+        """Apply the ``tasks`` migrations to the store, then build the service."""
         await asyncio.to_thread(db.store.migrate)
-        self.repo = TaskRepo(db.store)
-        self.seeds = seed_workflows()
-
-    async def close(self) -> None:
-        closer = getattr(self.llm, "close", None)
-        if closer is not None:
-            await closer()
+        return cls(engine, db, jobs, documents, llm)
 
     def _repo(self) -> TaskRepo:
-        if self.repo is None:
-            raise RuntimeError("TaskService is not started")
         return self.repo
 
     async def _record(self, tenant: str, task: str, **figures: Any) -> None:
@@ -225,15 +240,14 @@ class TaskService:
         return row.to_dict()
 
     async def _train_job(self, tenant: str, spec: ClassifierInput) -> dict[str, Any]:
-        db, runner = self.documents.db, self.documents.jobs
-        job = await asyncio.to_thread(db.jobs.create, tenant, "classifier_train", None, 1)
+        job = await self._jobs.create(tenant, "classifier_train", None, 1)
 
         async def body(report: Any) -> Any:
             result = await self._build_and_save(tenant, spec)
             await report(done=1, failed=0, skipped=0)
             return result
 
-        runner.submit(job, body)
+        self._jobs.submit(job, body)
         return {"id": job.id, "status": job.status}
 
     async def list_classifiers(self, tenant: str) -> list[dict[str, Any]]:
@@ -459,8 +473,8 @@ class TaskService:
 
     async def analyze(
         self, tenant: str, collection: str, doc_id: str, tasks: Sequence[str] | None = None
-    ) -> Any:
-        """Start an analysis job for a document (a :class:`engine.storage.Job`)."""
+    ) -> Job:
+        """Start an analysis job for a document."""
         tasks = list(tasks or TASKS)
         bad = [t for t in tasks if t not in TASKS]
         if bad or not tasks:
@@ -472,17 +486,16 @@ class TaskService:
             raise InvalidRequestError(
                 f"document {doc_id!r} has no text yet (status {doc.status})", param="id"
             )
-        db, runner = self.documents.db, self.documents.jobs
         analyzer = Analyzer(self.llm)
         _, total = analyzer.plan(parts, tasks)
-        job = await asyncio.to_thread(db.jobs.create, tenant, "analyze", doc.collection_id, total)
-        runner.submit(job, self._analysis_body(tenant, doc, parts, tasks, analyzer, total))
+        job = await self._jobs.create(tenant, "analyze", doc.collection_id, total)
+        self._jobs.submit(job, self._analysis_body(tenant, doc, parts, tasks, analyzer, total))
         return job
 
     def _analysis_body(
         self,
         tenant: str,
-        doc: Any,
+        doc: Document,
         parts: list[str],
         tasks: list[str],
         analyzer: Analyzer,
@@ -554,7 +567,7 @@ class TaskService:
 
     async def usage(self, tenant: str) -> dict[str, Any]:
         tasks = await asyncio.to_thread(self._repo().usage, tenant)
-        other = await asyncio.to_thread(self.documents.db.usage.totals, tenant)
+        other = await asyncio.to_thread(self._db.usage.totals, tenant)
         return {"tenant": tenant, "tasks": tasks, "other": other}
 
 

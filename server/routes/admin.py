@@ -9,7 +9,8 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from server.routes.documents import decode_body, service
+from server.routes.documents import decode_body
+from server.state import services
 
 if TYPE_CHECKING:
     from engine.storage import ApiKey, Tenant
@@ -47,21 +48,21 @@ def key_out(k: ApiKey) -> dict[str, Any]:
 @post("/v1/admin/tenants", status_code=HTTP_201_CREATED)
 async def create_tenant(request: Request) -> dict[str, Any]:
     body = decode_body(await request.body(), TenantCreate)
-    return tenant_out(await service(request).create_tenant(body.name))
+    return tenant_out(await services(request).tenancy.create_tenant(body.name))
 
 
 @get("/v1/admin/tenants")
 async def list_tenants(request: Request) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [tenant_out(t) for t in await service(request).list_tenants()],
+        "data": [tenant_out(t) for t in await services(request).tenancy.list_tenants()],
     }
 
 
 @post("/v1/admin/tenants/{tenant:str}/keys", status_code=HTTP_201_CREATED)
 async def create_key(request: Request, tenant: str) -> dict[str, Any]:
     body = decode_body(await request.body() or b"{}", KeyCreate)
-    key, record = await service(request).create_key(tenant, body.name)
+    key, record = await services(request).tenancy.create_key(tenant, body.name)
     return key_out(record) | {"key": key}
 
 
@@ -69,13 +70,13 @@ async def create_key(request: Request, tenant: str) -> dict[str, Any]:
 async def list_keys(request: Request, tenant: str) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [key_out(k) for k in await service(request).list_keys(tenant)],
+        "data": [key_out(k) for k in await services(request).tenancy.list_keys(tenant)],
     }
 
 
 @post("/v1/admin/keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
 async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
-    return key_out(await service(request).revoke_key(key_id))
+    return key_out(await services(request).tenancy.revoke_key(key_id))
 
 
 HANDLERS = [create_tenant, list_tenants, create_key, list_keys, revoke_key]

@@ -12,9 +12,10 @@ from litestar import Request
 from litestar.response import Stream
 
 from engine import Engine
-from engine.errors import HearthError, NotFoundError, NotReadyError
+from engine.errors import HearthError, NotFoundError
 from models import ModelCard
 from server.errors import decode_error, error_body
+from server.state import services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,16 +30,17 @@ async def read_body(request: Request, cls: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=cls)
     except (
-        msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
     ) as exc:
         raise decode_error(exc) from None
 
 
 def engine_of(request: Request) -> Engine:
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        raise NotReadyError("Hearth is starting", retry_after=2)
-    return engine
+    """The engine (503 while Hearth is starting)."""
+    return services(request).engine
 
 
 def resolve_model(engine: Engine, model: str, capability: str) -> ModelCard:

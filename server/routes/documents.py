@@ -1,7 +1,8 @@
 """Collections, documents, ingestion jobs (with an SSE progress stream) and ``/v1/retrieve``.
 
-Handlers are thin: parse the wire struct, call one ``DocumentService`` method with the tenant the
-auth middleware resolved, convert the result. Any id of another tenant answers 404.
+Handlers are thin: parse the wire struct, call one service method (documents, jobs, retrieval,
+sessions) with the tenant the auth middleware resolved, convert the result. Any id of another
+tenant answers 404.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from litestar.datastructures import UploadFile
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from engine.errors import InvalidRequestError
-from engine.ingest.inputs import DocumentInput
-from server.auth import documents_of, tenant_of
+from engine import DocumentInput, InvalidRequestError
+from server.auth import tenant_of
+from server.state import services
 
 if TYPE_CHECKING:  # the server imports no heavy library (faiss, torch) itself
-    from engine.documents import DocumentService, RetrievedChunk
+    from engine.retrieval.service import RetrievedChunk
     from engine.storage import Collection, Document, Job
 
 T = TypeVar("T")
@@ -71,13 +72,6 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
         raise InvalidRequestError(f"invalid request body: {exc}", param=param or None) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
-
-
-def service(request: Request) -> DocumentService:
-    found = documents_of(request.app)
-    if found is None:
-        raise RuntimeError("the engine has no DocumentService")
-    return found
 
 
 # ---- conversions ----------------------------------------------------------------------------
@@ -145,7 +139,7 @@ def hit_out(hit: RetrievedChunk) -> dict[str, Any]:
 @post("/v1/collections", status_code=HTTP_201_CREATED)
 async def create_collection(request: Request) -> dict[str, Any]:
     body = decode_body(await request.body(), CollectionCreate)
-    svc = service(request)
+    svc = services(request).documents
     col = await svc.create_collection(
         tenant_of(request), body.name, body.chunk_tokens, body.chunk_overlap, body.metadata
     )
@@ -154,7 +148,7 @@ async def create_collection(request: Request) -> dict[str, Any]:
 
 @get("/v1/collections")
 async def list_collections(request: Request) -> dict[str, Any]:
-    svc = service(request)
+    svc = services(request).documents
     cols = await svc.list_collections(tenant_of(request))
     return {
         "object": "list",
@@ -164,14 +158,14 @@ async def list_collections(request: Request) -> dict[str, Any]:
 
 @get("/v1/collections/{name:str}")
 async def get_collection(request: Request, name: str) -> dict[str, Any]:
-    svc = service(request)
+    svc = services(request).documents
     col = await svc.get_collection(tenant_of(request), name)
     return collection_out(col, await svc.collection_stats(col))
 
 
 @delete("/v1/collections/{name:str}", status_code=HTTP_200_OK)
 async def delete_collection(request: Request, name: str) -> dict[str, Any]:
-    await service(request).delete_collection(tenant_of(request), name)
+    await services(request).documents.delete_collection(tenant_of(request), name)
     return {"id": name, "object": "collection", "deleted": True}
 
 
@@ -191,7 +185,7 @@ async def upload_documents(request: Request, name: str) -> dict[str, Any]:
             DocumentInput(text=d.text, client_id=d.id, title=d.title, metadata=d.metadata)
             for d in body.documents
         ]
-    job = await service(request).submit(tenant_of(request), name, items)
+    job = await services(request).documents.submit(tenant_of(request), name, items)
     return job_out(job)
 
 
@@ -241,19 +235,19 @@ async def list_documents(
 ) -> dict[str, Any]:
     if not 1 <= limit <= 1000 or offset < 0:
         raise InvalidRequestError("limit must be in 1..1000 and offset >= 0", param="limit")
-    docs = await service(request).list_documents(tenant_of(request), name, limit, offset)
+    docs = await services(request).documents.list_documents(tenant_of(request), name, limit, offset)
     return {"object": "list", "data": [document_out(d, name) for d in docs]}
 
 
 @get("/v1/collections/{name:str}/documents/{doc_id:str}")
 async def get_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
-    doc = await service(request).get_document(tenant_of(request), name, doc_id)
+    doc = await services(request).documents.get_document(tenant_of(request), name, doc_id)
     return document_out(doc, name)
 
 
 @get("/v1/collections/{name:str}/documents/{doc_id:str}/chunks")
 async def document_chunks(request: Request, name: str, doc_id: str) -> dict[str, Any]:
-    chunks = await service(request).document_chunks(tenant_of(request), name, doc_id)
+    chunks = await services(request).documents.document_chunks(tenant_of(request), name, doc_id)
     return {
         "object": "list",
         "data": [
@@ -273,7 +267,7 @@ async def document_chunks(request: Request, name: str, doc_id: str) -> dict[str,
 
 @delete("/v1/collections/{name:str}/documents/{doc_id:str}", status_code=HTTP_200_OK)
 async def delete_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
-    doc = await service(request).delete_document(tenant_of(request), name, doc_id)
+    doc = await services(request).documents.delete_document(tenant_of(request), name, doc_id)
     return {"id": doc.public_id, "object": "document", "deleted": True}
 
 
@@ -282,19 +276,19 @@ async def delete_document(request: Request, name: str, doc_id: str) -> dict[str,
 
 @get("/v1/jobs")
 async def list_jobs(request: Request) -> dict[str, Any]:
-    jobs = await service(request).list_jobs(tenant_of(request))
+    jobs = await services(request).jobs.list(tenant_of(request))
     return {"object": "list", "data": [job_out(j) for j in jobs]}
 
 
 @get("/v1/jobs/{job_id:str}")
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return job_out(await service(request).get_job(tenant_of(request), job_id))
+    return job_out(await services(request).jobs.get(tenant_of(request), job_id))
 
 
 @get("/v1/jobs/{job_id:str}/events")
 async def job_events(request: Request, job_id: str) -> ServerSentEvent:
     """``event: progress`` with the job as JSON at every change, ``event: done`` at the end."""
-    events = await service(request).job_events(tenant_of(request), job_id)
+    events = await services(request).jobs.events(tenant_of(request), job_id)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         async for job in events:
@@ -317,7 +311,7 @@ async def retrieve(request: Request) -> dict[str, Any]:
     if not names:
         raise InvalidRequestError("give collection or collections", param="collection")
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    results = await service(request).retrieve(
+    results = await services(request).retrieval.retrieve(
         tenant_of(request), names, queries, body.top_k, body.mode, body.filter
     )
     data = [
@@ -334,7 +328,7 @@ async def retrieve(request: Request) -> dict[str, Any]:
 
 @get("/v1/sessions/{session_id:str}/messages")
 async def session_messages(request: Request, session_id: str) -> dict[str, Any]:
-    msgs = await service(request).session_messages(tenant_of(request), session_id)
+    msgs = await services(request).sessions.messages(tenant_of(request), session_id)
     return {
         "object": "list",
         "data": [

@@ -32,6 +32,7 @@ from server.routes.rag import (  # documents/RAG hook
     rag_stream,
     rag_tap,
 )
+from server.state import state_of
 from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
@@ -61,7 +62,8 @@ def model_entries(engine: Engine) -> list[dict[str, Any]]:
                 {
                     "capabilities": list(card.capabilities),
                     "max_model_len": (
-                        engine.settings.llm.max_model_len if card is engine.card
+                        engine.settings.llm.max_model_len
+                        if card is engine.card
                         else card.context_length
                     ),
                     "format": card.format,
@@ -91,8 +93,9 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
                 return entry
     from engine.errors import NotFoundError
 
-    raise NotFoundError(f"The model {wanted!r} does not exist", param="model",
-                        code="model_not_found")
+    raise NotFoundError(
+        f"The model {wanted!r} does not exist", param="model", code="model_not_found"
+    )
 
 
 # ---- structured output hook -----------------------------------------------------------------
@@ -139,22 +142,29 @@ async def chat_completions(request: Request) -> Any:
         messages = rag.plan.messages
     gen = GenerateRequest(
         request_id=rid,
-        model=req.model,
+        model=chat_model(engine, req.model),
         params=params,
         messages=messages,
         n=req.n,
         response_format=_response_format(engine, req),
     )
-    metrics = getattr(request.app.state, "metrics", None)
-    timer = metrics.request_timer("chat") if metrics else None
+    timer = state_of(request.app).metrics.request_timer("chat")
     events = engine.generate(gen)
     if rag is not None:
         events = rag_tap(rag, events)
     if req.stream:
         first = await _first_event(events, timer)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunks = _chat_sse(rid, req.model, req.n, first, events, include_usage, timer,
-                           structured.ChatStreamShaper(gen.response_format))
+        chunks = _chat_sse(
+            rid,
+            req.model,
+            req.n,
+            first,
+            events,
+            include_usage,
+            timer,
+            structured.ChatStreamShaper(gen.response_format),
+        )
         return sse_stream(rag_stream(rag, rid, req.model, chunks) if rag else chunks)
     result = await until_disconnect(request, _collect(events, req.n, timer))
     choices, done = result
@@ -216,7 +226,11 @@ async def _chat_sse(
             for j, delta in enumerate(deltas):
                 yield sse(
                     convert.chat_chunk(
-                        rid, model, created, delta, event.index,
+                        rid,
+                        model,
+                        created,
+                        delta,
+                        event.index,
                         logprobs=event.logprobs if j == 0 else None,
                     )
                 )
@@ -256,8 +270,11 @@ def _prompts(prompt: str | list) -> list[str | list[int]]:
         return [list(prompt)]  # type: ignore[arg-type]
     if all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt):
         return list(prompt)  # type: ignore[arg-type]
-    raise InvalidRequestError("prompt must be a string, a list of strings, a list of token ids "
-                              "or a list of token-id lists", param="prompt")
+    raise InvalidRequestError(
+        "prompt must be a string, a list of strings, a list of token ids "
+        "or a list of token-id lists",
+        param="prompt",
+    )
 
 
 @post("/v1/completions", status_code=200)
@@ -266,8 +283,9 @@ async def completions(request: Request) -> Any:
     req = await read_body(request, CompletionRequest)
     resolve_model(engine, req.model, "completion")
     if req.suffix is not None:
-        raise InvalidRequestError("suffix (insertion) is not supported by this model",
-                                  param="suffix")
+        raise InvalidRequestError(
+            "suffix (insertion) is not supported by this model", param="suffix"
+        )
     if req.best_of is not None and req.best_of != req.n:
         raise InvalidRequestError("best_of other than n is not supported", param="best_of")
     prompts = _prompts(req.prompt)
@@ -300,8 +318,7 @@ async def completions(request: Request) -> Any:
         )
         for k, p in enumerate(prompts)
     ]
-    metrics = getattr(request.app.state, "metrics", None)
-    timer = metrics.request_timer("completions") if metrics else None
+    timer = state_of(request.app).metrics.request_timer("completions")
     events = merge([engine.generate(g) for g in gens])
     if req.stream:
         first = await _first_event(events, timer)
@@ -347,8 +364,9 @@ async def _completion_body(rid, req, events, timer, n_prompts) -> dict[str, Any]
 
 def _sum_usage(dones) -> Usage:
     done = [d for d in dones if d is not None]
-    return Usage(sum(d.usage.prompt_tokens for d in done),
-                 sum(d.usage.completion_tokens for d in done))
+    return Usage(
+        sum(d.usage.prompt_tokens for d in done), sum(d.usage.completion_tokens for d in done)
+    )
 
 
 async def _completion_sse(rid, req, first, events, include_usage, timer, engine, gens):
@@ -368,21 +386,32 @@ async def _completion_sse(rid, req, first, events, include_usage, timer, engine,
                 continue
             if timer is not None and event.token_ids:
                 timer.tokens(len(event.token_ids))
-            lp = (convert.completion_logprobs(event.logprobs)
-                  if event.logprobs and req.logprobs is not None else None)
+            lp = (
+                convert.completion_logprobs(event.logprobs)
+                if event.logprobs and req.logprobs is not None
+                else None
+            )
             index = k * req.n + event.index
             reason = str(event.finish_reason) if event.finish_reason is not None else None
             if event.text or lp or reason:
-                chunk = convert.completion_chunk(rid, req.model, created, index, event.text,
-                                                 reason, lp)
-                chunk["choices"][0].update(structured.ChatStreamShaper.finish_extra(
-                    event.structured))
+                chunk = convert.completion_chunk(
+                    rid, req.model, created, index, event.text, reason, lp
+                )
+                chunk["choices"][0].update(
+                    structured.ChatStreamShaper.finish_extra(event.structured)
+                )
                 yield sse(chunk)
         if include_usage:
-            yield sse({
-                "id": rid, "object": "text_completion", "created": created, "model": req.model,
-                "choices": [], "usage": convert.usage_dict(_sum_usage(dones)),
-            })
+            yield sse(
+                {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [],
+                    "usage": convert.usage_dict(_sum_usage(dones)),
+                }
+            )
         yield SSE_DONE
         status = 200
     finally:
@@ -402,8 +431,7 @@ def _embedding_inputs(value: str | list) -> list[str]:
     if all(isinstance(v, str) for v in value):
         return list(value)  # type: ignore[arg-type]
     raise InvalidRequestError(
-        "input as token ids is not supported: the embedding model has its own tokenizer; "
-        "send text",
+        "input as token ids is not supported: the embedding model has its own tokenizer; send text",
         param="input",
     )
 
@@ -432,7 +460,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
             if n > limit:
                 raise InvalidRequestError(
                     f"input[{i}] is {n} word pieces long; {card.id} reads at most {limit}. "
-                    "Split it, or send \"truncate\": true to cut it",
+                    'Split it, or send "truncate": true to cut it',
                     param=f"input[{i}]",
                     code="context_length_exceeded",
                 )

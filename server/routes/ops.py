@@ -10,6 +10,7 @@ from engine.errors import InvalidRequestError
 from server import convert
 from server.errors import error_body
 from server.routes.common import engine_of, read_body, resolve_model
+from server.state import state_of
 from server.wire import DetokenizeRequest, TokenizeRequest
 
 
@@ -22,14 +23,13 @@ async def health() -> dict[str, str]:
 @get("/ready")
 async def ready(request: Request) -> Response:
     """200 once the models are loaded and the engine is stepping; 503 (Retry-After) before."""
-    engine = getattr(request.app.state, "engine", None)
-    failure = getattr(request.app.state, "start_error", None)
-    if engine is not None and engine.ready:
-        return Response({"status": "ready", **engine.health()}, status_code=200)
+    state = state_of(request.app)
+    hearth, failure = state.hearth, state.start_error
+    if hearth is not None and hearth.ready:
+        return Response({"status": "ready", **hearth.engine.health()}, status_code=200)
     message = f"not ready: {failure}" if failure else "not ready: the models are loading"
     body = error_body(message, "not_ready_error", None, "not_ready")
-    if engine is not None:
-        body["status"] = "loading"
+    body["status"] = "loading"
     return Response(body, status_code=503, headers={"Retry-After": "2"})
 
 

@@ -18,11 +18,12 @@ from typing import Any
 from litestar import Request
 from litestar.response import Stream
 
-from engine.errors import InvalidRequestError, NotFoundError
+from engine.errors import InvalidRequestError
 from engine.rag import RagPlan, RetrievalOptions
 from engine.types import ChoiceDelta
 from models.chat_templates import ChatMessage
-from server.auth import documents_of, tenant_of
+from server.auth import tenant_of
+from server.state import services
 
 RAG_PREFIX = "rag/"
 _OPTION_KEYS = {"collections", "collection", "top_k", "mode", "min_score", "filter"}
@@ -84,12 +85,10 @@ async def rag_begin(
         if session_id is not None:
             raise InvalidRequestError("session_id needs retrieval", param="session_id")
         return None
-    svc = documents_of(request.app)
-    if svc is None or svc.rag is None:
-        raise NotFoundError("documents are not available on this server", param="retrieval")
+    rag = services(request).rag
     options = _options(model, retrieval)
-    plan = await svc.rag.prepare(tenant_of(request), messages, options, session_id)
-    return RagTurn(plan, svc.rag)
+    plan = await rag.prepare(tenant_of(request), messages, options, session_id)
+    return RagTurn(plan, rag)
 
 
 def _extra(turn: RagTurn, answer: Any) -> dict[str, Any]:
@@ -190,10 +189,7 @@ async def rag_stream(
 
 async def rag_model_entries(request: Request, created: int) -> list[dict[str, Any]]:
     """``rag/<collection>`` for each of the caller's collections."""
-    svc = documents_of(request.app)
-    if svc is None or svc.db is None:
-        return []
-    cols = await svc.list_collections(tenant_of(request))
+    cols = await services(request).documents.list_collections(tenant_of(request))
     return [
         {
             "id": f"{RAG_PREFIX}{c.name}",

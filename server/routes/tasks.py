@@ -17,13 +17,13 @@ from litestar.datastructures import UploadFile
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from engine.errors import InvalidRequestError, NotReadyError
-from engine.tasks import attach
+from engine.errors import InvalidRequestError
 from engine.tasks.classify import Example, Rule
 from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
 from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.documents import job_out
+from server.state import services
 
 # ---- wire structs ---------------------------------------------------------------------------
 
@@ -73,11 +73,8 @@ class AnalyzeBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def tasks_of(request: Request) -> TaskService:
-    """The engine's TaskService (``engine.services["tasks"]``), started on first use."""
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None or not engine.ready:
-        raise NotReadyError("Hearth is starting", retry_after=2)
-    return await attach(engine)
+    """The TaskService (503 while Hearth is starting)."""
+    return services(request).tasks
 
 
 def request_id_of(request: Request) -> str:

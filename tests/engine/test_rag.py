@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.documents import DocumentInput, DocumentService
+from engine import DocumentInput
+from engine.app import Corpus, open_corpus
 from engine.rag import REFUSAL_MESSAGE, RagService, RetrievalOptions, is_follow_up
 from models.chat_templates import ChatMessage
 from tests.docfixtures import embedder, settings
@@ -17,23 +18,22 @@ PLANTED = (
 )
 
 
-async def service(tmp_path: Path) -> DocumentService:
-    svc = DocumentService.from_embedder(settings(tmp_path), embedder())
-    await svc.start()
-    await svc.create_collection("default", "kb")
+async def service(tmp_path: Path) -> Corpus:
+    svc = await open_corpus(settings(tmp_path), embedder())
+    await svc.documents.create_collection("default", "kb")
     items = [
         DocumentInput(text=PLANTED, client_id="zanzibar", title="Zanzibar"),
         DocumentInput(text="Paris is the capital of France. It lies on the Seine.", client_id="p"),
     ]
-    job = await svc.submit("default", "kb", items)
-    await svc.wait_job("default", job.id)
+    job = await svc.documents.submit("default", "kb", items)
+    await svc.jobs.wait("default", job.id)
     return svc
 
 
 def test_answer_cites_verified_span_and_weak_evidence_refuses(tmp_path: Path) -> None:
     async def body() -> None:
         svc = await service(tmp_path)
-        rag = RagService(svc)
+        rag = RagService(svc.retrieval.settings, svc.retrieval, svc.sessions)
         opts = RetrievalOptions(["kb"], top_k=3)
         ask = [ChatMessage("user", "What code name does the Zanzibar project use?")]
         plan = await rag.prepare("default", ask, opts)
@@ -65,7 +65,7 @@ def test_answer_cites_verified_span_and_weak_evidence_refuses(tmp_path: Path) ->
 def test_session_memory_carries_a_follow_up(tmp_path: Path) -> None:
     async def body() -> None:
         svc = await service(tmp_path)
-        rag = RagService(svc)
+        rag = RagService(svc.retrieval.settings, svc.retrieval, svc.sessions)
         opts = RetrievalOptions(["kb"], top_k=2)
         follow = [ChatMessage("user", "And when did it begin?")]
         alone = await rag.prepare("default", follow, opts, session_id="other")
@@ -78,7 +78,7 @@ def test_session_memory_carries_a_follow_up(tmp_path: Path) -> None:
         assert [m.role for m in plan.messages] == ["user", "assistant", "user"]
         assert plan.messages[0].content == first[0].content
         assert plan.blocks[0].document_id == "zanzibar"
-        stored = await svc.session_messages("default", "s1")
+        stored = await svc.sessions.messages("default", "s1")
         assert [m.role for m in stored] == ["user", "assistant"]
         assert stored[1].sources and stored[1].sources[0]["document_id"] == "zanzibar"
         await svc.close()

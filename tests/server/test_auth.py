@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from litestar import Litestar, Request, get
 from litestar.datastructures import State
 from litestar.testing import TestClient
 
+from configs import load_settings
 from server.auth import TenantAuthMiddleware, tenant_of
+from server.metrics import Metrics
+from server.state import ServerState
 
 
-class FakeDocs:
+class FakeTenancy:
     def __init__(self, keys: dict[str, str]) -> None:
         self.keys = keys
 
@@ -39,17 +43,19 @@ async def admin_ping(request: Request) -> dict[str, Any]:
     return {"tenant": request.state.get("tenant")}
 
 
-def client(docs: FakeDocs | None, host: str = "testclient") -> TestClient:
+def client(tenancy: FakeTenancy | None, host: str = "testclient") -> TestClient:
+    hearth = SimpleNamespace(tenancy=tenancy) if tenancy else None  # None: still starting
+    state = ServerState(load_settings("test"), Metrics(), hearth)  # type: ignore[arg-type]
     app = Litestar(
         route_handlers=[whoami, health, admin_ping],
         middleware=[lambda app: TenantAuthMiddleware(app, admin_key="adm")],
-        state=State({"documents": docs} if docs else {}),
+        state=State({"server": state}),
     )
     return TestClient(app, base_url=f"http://{host}")
 
 
 def test_open_mode_is_default_tenant_on_loopback_only() -> None:
-    with client(FakeDocs({})) as c:
+    with client(FakeTenancy({})) as c:
         assert c.get("/whoami", headers={"Authorization": "Bearer x"}).json() == {
             "tenant": "default"
         }
@@ -66,7 +72,8 @@ def test_open_mode_refuses_remote_clients() -> None:
         sent.append(message)
 
     class App:
-        state = State({"documents": FakeDocs({})})
+        hearth = SimpleNamespace(tenancy=FakeTenancy({}))
+        state = State({"server": ServerState(load_settings("test"), Metrics(), hearth)})
 
     scope = {"type": "http", "path": "/whoami", "headers": [], "client": ("10.0.0.9", 5000)}
     scope["app"] = App()
@@ -76,7 +83,7 @@ def test_open_mode_refuses_remote_clients() -> None:
 
 
 def test_keys_decide_the_tenant() -> None:
-    with client(FakeDocs({"k-a": "ten_a", "k-b": "ten_b"})) as c:
+    with client(FakeTenancy({"k-a": "ten_a", "k-b": "ten_b"})) as c:
         assert c.get("/whoami").status_code == 401
         assert c.get("/whoami").headers["www-authenticate"] == "Bearer"
         assert c.get("/whoami", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -89,7 +96,7 @@ def test_keys_decide_the_tenant() -> None:
 
 
 def test_admin_routes_need_the_admin_key() -> None:
-    with client(FakeDocs({"k-a": "ten_a"})) as c:
+    with client(FakeTenancy({"k-a": "ten_a"})) as c:
         assert c.get("/v1/admin/ping").status_code == 401
         assert c.get("/v1/admin/ping", headers={"Authorization": "Bearer k-a"}).status_code == 401
         ok = c.get("/v1/admin/ping", headers={"Authorization": "Bearer adm"})

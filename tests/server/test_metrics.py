@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from configs import load_settings
 from engine.types import BackendStats
 from server.metrics import Metrics, metrics_route
+from server.state import ServerState
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -58,7 +62,9 @@ class _Broken:
 
 
 def _scrape(engine) -> dict[str, float]:
-    app = Litestar([metrics_route], state=State({"metrics": Metrics(), "engine": engine}))
+    hearth = SimpleNamespace(engine=engine) if engine is not None else None
+    state = ServerState(load_settings("test"), Metrics(), hearth)  # type: ignore[arg-type]
+    app = Litestar([metrics_route], state=State({"server": state}))
     with TestClient(app) as client:
         resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")

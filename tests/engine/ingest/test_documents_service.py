@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.documents import DocumentInput, DocumentService
+from engine import DocumentInput
+from engine.app import Corpus, open_corpus
 from engine.errors import InvalidRequestError, NotFoundError
 from tests.docfixtures import embedder, make_pdf, settings
 
@@ -28,15 +29,14 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def started(data_dir: Path) -> DocumentService:
-    svc = DocumentService.from_embedder(settings(data_dir), embedder())
-    await svc.start()
+async def started(data_dir: Path) -> Corpus:
+    svc = await open_corpus(settings(data_dir), embedder())
     return svc
 
 
-async def ingest(svc: DocumentService, tenant: str, collection: str, items: list[DocumentInput]):
-    job = await svc.submit(tenant, collection, items)
-    return await svc.wait_job(tenant, job.id)
+async def ingest(svc: Corpus, tenant: str, collection: str, items: list[DocumentInput]):
+    job = await svc.documents.submit(tenant, collection, items)
+    return await svc.jobs.wait(tenant, job.id)
 
 
 def corpus() -> list[DocumentInput]:
@@ -53,38 +53,52 @@ def corpus() -> list[DocumentInput]:
 def test_ingest_retrieve_each_mode_reupload_delete_restart(tmp_path: Path) -> None:
     async def first() -> None:
         svc = await started(tmp_path)
-        await svc.create_collection("default", "kb")
+        await svc.documents.create_collection("default", "kb")
         job = await ingest(svc, "default", "kb", corpus())
         assert (job.status, job.progress, job.done, job.failed) == ("succeeded", 100, 4, 0)
-        pdf = await svc.get_document("default", "kb", "rep")
+        pdf = await svc.documents.get_document("default", "kb", "rep")
         assert pdf.status == "ready" and pdf.n_pages == 2
-        chunks = await svc.document_chunks("default", "kb", "rep")
+        chunks = await svc.documents.document_chunks("default", "kb", "rep")
         assert {c.page for c in chunks} == {1, 2} or len(chunks) == 1
         for mode in ("dense", "lexical", "hybrid"):
-            hits = (await svc.retrieve("default", ["kb"], ["code name of Zanzibar"], 3, mode))[0]
+            hits = (
+                await svc.retrieval.retrieve("default", ["kb"], ["code name of Zanzibar"], 3, mode)
+            )[0]
             assert "BLUE HERON" in hits[0].text, mode
             assert hits[0].text == PLANTED or PLANTED in hits[0].text
-        hr = (await svc.retrieve("default", ["kb"], ["parking"], 5, "hybrid", {"dept": "hr"}))[0]
+        hr = (
+            await svc.retrieval.retrieve(
+                "default", ["kb"], ["parking"], 5, "hybrid", {"dept": "hr"}
+            )
+        )[0]
         assert [h.document_id for h in hr] == ["json-1"]
         again = await ingest(svc, "default", "kb", corpus())
         assert again.skipped == 4 and again.done == 0
-        assert len(await svc.list_documents("default", "kb")) == 4
-        memo = next(d for d in await svc.list_documents("default", "kb") if d.title == "memo.txt")
-        await svc.delete_document("default", "kb", memo.id)
+        assert len(await svc.documents.list_documents("default", "kb")) == 4
+        memo = next(
+            d for d in await svc.documents.list_documents("default", "kb") if d.title == "memo.txt"
+        )
+        await svc.documents.delete_document("default", "kb", memo.id)
         for mode in ("dense", "lexical", "hybrid"):
-            hits = (await svc.retrieve("default", ["kb"], ["BLUE HERON Zanzibar"], 10, mode))[0]
+            hits = (
+                await svc.retrieval.retrieve("default", ["kb"], ["BLUE HERON Zanzibar"], 10, mode)
+            )[0]
             assert all("BLUE HERON" not in h.text for h in hits), mode
         await svc.close()
 
     async def second() -> None:
         svc = await started(tmp_path)
         for mode in ("dense", "lexical", "hybrid"):
-            hits = (await svc.retrieve("default", ["kb"], ["BLUE HERON Zanzibar"], 10, mode))[0]
+            hits = (
+                await svc.retrieval.retrieve("default", ["kb"], ["BLUE HERON Zanzibar"], 10, mode)
+            )[0]
             assert all("BLUE HERON" not in h.text for h in hits), mode
-            parking = (await svc.retrieve("default", ["kb"], ["parking permits"], 3, mode))[0]
+            parking = (
+                await svc.retrieval.retrieve("default", ["kb"], ["parking permits"], 3, mode)
+            )[0]
             assert parking and "parking" in parking[0].text, mode
         with pytest.raises(NotFoundError):
-            await svc.get_document("default", "kb", "missing")
+            await svc.documents.get_document("default", "kb", "missing")
         await svc.close()
 
     run(first())
@@ -94,23 +108,26 @@ def test_ingest_retrieve_each_mode_reupload_delete_restart(tmp_path: Path) -> No
 def test_tenants_never_see_each_other(tmp_path: Path) -> None:
     async def body() -> None:
         svc = await started(tmp_path)
-        a, b = (await svc.create_tenant("alpha")).id, (await svc.create_tenant("beta")).id
+        a, b = (
+            (await svc.tenancy.create_tenant("alpha")).id,
+            (await svc.tenancy.create_tenant("beta")).id,
+        )
         for tenant, canary in ((a, "ALPHA-CANARY-7731"), (b, "BETA-CANARY-9902")):
-            await svc.create_collection(tenant, "kb")
+            await svc.documents.create_collection(tenant, "kb")
             text = f"The secret canary token is {canary}. " + FILLER[0]
             await ingest(svc, tenant, "kb", [DocumentInput(text=text, client_id="secret")])
         for mode in ("dense", "lexical", "hybrid"):
-            hits = (await svc.retrieve(a, ["kb"], ["secret canary token"], 10, mode))[0]
+            hits = (await svc.retrieval.retrieve(a, ["kb"], ["secret canary token"], 10, mode))[0]
             assert hits and all("BETA" not in h.text for h in hits)
-        doc_b = await svc.get_document(b, "kb", "secret")
+        doc_b = await svc.documents.get_document(b, "kb", "secret")
         with pytest.raises(NotFoundError):
-            await svc.get_document(a, "kb", doc_b.id)
-        jobs_b = await svc.list_jobs(b)
+            await svc.documents.get_document(a, "kb", doc_b.id)
+        jobs_b = await svc.jobs.list(b)
         with pytest.raises(NotFoundError):
-            await svc.get_job(a, jobs_b[0].id)
+            await svc.jobs.get(a, jobs_b[0].id)
         with pytest.raises(NotFoundError):
-            await svc.retrieve("default", ["kb"], ["canary"])
-        assert [c.tenant_id for c in await svc.list_collections(a)] == [a]
+            await svc.retrieval.retrieve("default", ["kb"], ["canary"])
+        assert [c.tenant_id for c in await svc.documents.list_collections(a)] == [a]
         await svc.close()
 
     run(body())
@@ -119,7 +136,7 @@ def test_tenants_never_see_each_other(tmp_path: Path) -> None:
 def test_bad_inputs_are_4xx_before_the_job(tmp_path: Path) -> None:
     async def body() -> None:
         svc = await started(tmp_path)
-        await svc.create_collection("default", "kb")
+        await svc.documents.create_collection("default", "kb")
         cases = [
             ([], "documents"),
             ([DocumentInput(text=" ")], "documents[0].text"),
@@ -131,14 +148,14 @@ def test_bad_inputs_are_4xx_before_the_job(tmp_path: Path) -> None:
         ]
         for items, param in cases:
             with pytest.raises(InvalidRequestError) as info:
-                await svc.submit("default", "kb", items)
+                await svc.documents.submit("default", "kb", items)
             assert info.value.param == param
         with pytest.raises(InvalidRequestError):
-            await svc.retrieve("default", ["kb"], ["q"], 0)
+            await svc.retrieval.retrieve("default", ["kb"], ["q"], 0)
         with pytest.raises(InvalidRequestError):
-            await svc.retrieve("default", ["kb"], ["q"], 3, "fuzzy")
+            await svc.retrieval.retrieve("default", ["kb"], ["q"], 3, "fuzzy")
         with pytest.raises(InvalidRequestError):
-            await svc.create_collection("default", "kb2", chunk_tokens=300)
+            await svc.documents.create_collection("default", "kb2", chunk_tokens=300)
         await svc.close()
 
     run(body())
@@ -148,17 +165,17 @@ CRASH_WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from engine.documents import DocumentInput, DocumentService
+    from engine import DocumentInput
+    from engine.app import open_corpus
     from tests.docfixtures import embedder, settings
 
     async def main():
-        svc = DocumentService.from_embedder(settings(Path(sys.argv[1])), embedder())
-        await svc.start()
-        await svc.create_collection("default", "kb")
+        svc = await open_corpus(settings(Path(sys.argv[1])), embedder())
+        await svc.documents.create_collection("default", "kb")
         words = " ".join(f"word{i}" for i in range(400))
         items = [DocumentInput(text=f"document {n}. {words}", client_id=f"d{n}") for n in range(60)]
-        job = await svc.submit("default", "kb", items)
-        async for state in await svc.job_events("default", job.id):
+        job = await svc.documents.submit("default", "kb", items)
+        async for state in await svc.jobs.events("default", job.id):
             if state is not None and state.done >= 3:
                 print("INGESTING", flush=True)
                 await asyncio.sleep(3600)
@@ -186,7 +203,7 @@ def test_kill_9_during_ingestion_leaves_documents_complete_or_failed(tmp_path: P
 
     async def after() -> None:
         svc = await started(tmp_path)
-        docs = await svc.list_documents("default", "kb", limit=1000)
+        docs = await svc.documents.list_documents("default", "kb", limit=1000)
         assert docs and {d.status for d in docs} <= {"ready", "failed"}
         assert any(d.status == "ready" for d in docs)
         db = svc.db
@@ -196,10 +213,10 @@ def test_kill_9_during_ingestion_leaves_documents_complete_or_failed(tmp_path: P
                 "SELECT count(*) FROM chunks WHERE document_id = ?", [doc.id]
             )[0]
             assert stored == (doc.n_chunks if doc.status == "ready" else 0)
-        col = await svc.get_collection("default", "kb")
-        stats = await svc.collection_stats(col)
+        col = await svc.documents.get_collection("default", "kb")
+        stats = await svc.documents.collection_stats(col)
         assert stats["index"]["vectors"] == stats["chunks"]
-        jobs = await svc.list_jobs("default")
+        jobs = await svc.jobs.list("default")
         assert jobs[0].status == "failed" and "interrupted" in (jobs[0].error or "")
         # Retry: upload again; ready ones are unchanged, failed ones are ingested.
         words = " ".join(f"word{i}" for i in range(400))

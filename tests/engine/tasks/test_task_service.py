@@ -20,10 +20,8 @@ import jsonschema
 import pytest
 
 from configs import load_settings
-from engine import Engine
-from engine.documents import DocumentInput
+from engine import DocumentInput, Hearth, open_hearth
 from engine.errors import InvalidRequestError, NotFoundError
-from engine.tasks import attach
 from engine.tasks.analyze import RESULT_SCHEMAS, strip_meta
 from engine.tasks.service import ClassifierInput, TaskService
 from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, OUT_OF_SCOPE_PROBES, examples
@@ -39,10 +37,9 @@ def settings(data_dir: Path):
     return load_settings("test", env={"HEARTH_MODELS_DIR": str(models)}, data_dir=data_dir)
 
 
-async def open_service(data_dir: Path) -> tuple[Engine, TaskService]:
-    engine = Engine(settings(data_dir))
-    await engine.start()
-    return engine, await attach(engine)
+async def open_service(data_dir: Path) -> tuple[Hearth, TaskService]:
+    hearth = await open_hearth(settings(data_dir))
+    return hearth, hearth.tasks
 
 
 def test_classifier_predicts_abstains_and_survives_restart(tmp_path: Path) -> None:
@@ -87,20 +84,19 @@ def test_classifier_predicts_abstains_and_survives_restart(tmp_path: Path) -> No
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One engine and TaskService for the tests below, on one event loop."""
     loop = asyncio.new_event_loop()
-    engine, svc = loop.run_until_complete(open_service(tmp_path_factory.mktemp("tasks")))
-    yield Live(loop, engine, svc)
-    loop.run_until_complete(engine.close())
+    hearth, _ = loop.run_until_complete(open_service(tmp_path_factory.mktemp("tasks")))
+    yield Live(loop, hearth)
+    loop.run_until_complete(hearth.close())
     loop.close()
 
 
 @dataclass
 class Live:
     loop: asyncio.AbstractEventLoop
-    engine: Engine
-    svc: TaskService
+    hearth: Hearth
 
-    def run(self, step: Callable[[TaskService], Awaitable[None]]) -> None:
-        self.loop.run_until_complete(step(self.svc))
+    def run(self, step: Callable[[Hearth], Awaitable[None]]) -> None:
+        self.loop.run_until_complete(step(self.hearth))
 
 
 @pytest.mark.timeout(1800)
@@ -128,7 +124,8 @@ def test_tenants_never_see_each_other(live: Live) -> None:
     live.run(_isolation)
 
 
-async def _llm_choice(svc: TaskService) -> None:
+async def _llm_choice(h: Hearth) -> None:
+    svc = h.tasks
     labels = {"positive": "happy, pleased", "negative": "angry, disappointed"}
     row = await svc.create_classifier("default", ClassifierInput("tone", labels=labels))
     assert row["method"] == "llm"
@@ -139,7 +136,8 @@ async def _llm_choice(svc: TaskService) -> None:
         assert item["source"] == "llm" and item["label"] in labels
 
 
-async def _extraction(svc: TaskService) -> None:
+async def _extraction(h: Hearth) -> None:
+    svc = h.tasks
     schema = {
         "type": "object",
         "properties": {
@@ -167,8 +165,8 @@ async def _extraction(svc: TaskService) -> None:
         await svc.extract("default", [text], {"type": "object"})
 
 
-async def _workflows(svc: TaskService) -> None:
-    store = svc.documents.db.store
+async def _workflows(h: Hearth) -> None:
+    svc, store = h.tasks, h.db.store
     leads = await svc.run_workflow(
         "default",
         "leads",
@@ -211,8 +209,8 @@ async def _workflows(svc: TaskService) -> None:
     assert out["id"] in [r["id"] for r in results]
 
 
-async def _analysis(svc: TaskService) -> None:
-    docs = svc.documents
+async def _analysis(h: Hearth) -> None:
+    svc, docs = h.tasks, h.documents
     await docs.create_collection("default", "notes")
     text = (
         "Weekly operations review. Maria will renew the support contract by 2027-03-01. "
@@ -220,20 +218,20 @@ async def _analysis(svc: TaskService) -> None:
         "John should update the incident runbook before the audit."
     )
     job = await docs.submit("default", "notes", [DocumentInput(text=text, client_id="week1")])
-    await docs.wait_job("default", job.id)
+    await h.jobs.wait("default", job.id)
     job = await svc.analyze("default", "notes", "week1")
     progress = []
-    async for state in await docs.job_events("default", job.id):
+    async for state in await h.jobs.events("default", job.id):
         if state is not None:
             progress.append(state.progress)
-    done = await docs.get_job("default", job.id)
+    done = await h.jobs.get("default", job.id)
     assert done.status == "succeeded" and done.progress == 100
     assert progress == sorted(progress) and progress[-1] == 100
     results = done.result["results"]
     for task, schema in RESULT_SCHEMAS.items():
         jsonschema.validate(strip_meta(results[task]), schema)
     again = await svc.analyze("default", "notes", "week1")
-    cached = await docs.wait_job("default", again.id)
+    cached = await h.jobs.wait("default", again.id)
     assert set(cached.result["cached"]) == set(RESULT_SCHEMAS)
     stored = await svc.analysis("default", "notes", "week1")
     assert set(stored["results"]) == set(RESULT_SCHEMAS)
@@ -242,7 +240,8 @@ async def _analysis(svc: TaskService) -> None:
     assert usage["tasks"]["analyze:summary"]["seconds"] > 0
 
 
-async def _isolation(svc: TaskService) -> None:
+async def _isolation(h: Hearth) -> None:
+    svc = h.tasks
     data = tuple(examples())
     await svc.create_classifier("default", ClassifierInput("tone", data))
     # Gate at 1.0: the regex path only (no model call), which is all isolation needs.
@@ -250,10 +249,10 @@ async def _isolation(svc: TaskService) -> None:
     await svc.save_workflow("default", regex_only)
     [run] = await svc.run_workflow("default", "iso", [{"message": "hi, a@b.io"}], None)
     assert run["low_confidence"] and run["fields"]["email"] == "a@b.io"
-    await svc.documents.create_collection("default", "iso")
+    await h.documents.create_collection("default", "iso")
     doc = DocumentInput(text="Quarterly planning notes for the sales team.", client_id="d")
-    job = await svc.documents.submit("default", "iso", [doc])
-    await svc.documents.wait_job("default", job.id)
+    job = await h.documents.submit("default", "iso", [doc])
+    await h.jobs.wait("default", job.id)
     other = "ten_other"
     with pytest.raises(NotFoundError):
         await svc.classify(other, "tone", ["hi"])

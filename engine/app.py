@@ -1,0 +1,168 @@
+"""The composition root: every service Hearth runs, built from the settings in dependency order.
+
+``await open_hearth(settings)`` loads and starts, in this order, and returns a :class:`Hearth`:
+
+1. the embedding model (:class:`~engine.embeddings.Embedder`) and the :class:`~engine.Engine`
+   with its :class:`~engine.runner.ModelPool` (backend, batching, chat template per model);
+2. storage: the DuckDB :class:`~engine.storage.Database` (one writer per file: a second process
+   on the same data directory fails here, clearly); documents and jobs a crash left half-done are
+   marked failed;
+3. :class:`~engine.retrieval.service.RetrievalService` (loads or rebuilds every index);
+4. :class:`~engine.job_service.JobService` (fails jobs a crash left running, starts the worker);
+5. :class:`~engine.tenancy.TenancyService`, :class:`~engine.documents.DocumentService`,
+   :class:`~engine.sessions.SessionService`, :class:`~engine.rag.RagService`;
+6. :class:`~engine.tasks.service.TaskService` (its tables migrate first).
+
+``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
+argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
+only when ``open_hearth`` runs, so importing this module (as the server does) stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.engine import Engine
+
+if TYPE_CHECKING:
+    from configs import Settings
+    from engine.backends.base import Backend
+    from engine.documents import DocumentService
+    from engine.embeddings import Embedder, TextEmbedder
+    from engine.job_service import JobService
+    from engine.rag import RagService
+    from engine.retrieval.service import RetrievalService
+    from engine.sessions import SessionService
+    from engine.storage import Database
+    from engine.tasks.service import TaskService
+    from engine.tenancy import TenancyService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Corpus:
+    """The services that need no language model: storage, jobs, retrieval, tenants, documents and
+    chat sessions (built by :func:`open_corpus`; also the benchmarks' and tests' entry point)."""
+
+    db: Database
+    jobs: JobService
+    retrieval: RetrievalService
+    tenancy: TenancyService
+    documents: DocumentService
+    sessions: SessionService
+    _exit: contextlib.AsyncExitStack
+
+    async def close(self) -> None:
+        """Close every service in the reverse order of start."""
+        await self._exit.aclose()
+
+
+@dataclass
+class Hearth:
+    """Every started service, typed. Built by :func:`open_hearth`; ``close()`` once."""
+
+    settings: Settings
+    engine: Engine
+    db: Database
+    jobs: JobService
+    retrieval: RetrievalService
+    tenancy: TenancyService
+    documents: DocumentService
+    sessions: SessionService
+    rag: RagService
+    tasks: TaskService
+    _exit: contextlib.AsyncExitStack
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    async def close(self) -> None:
+        """Close every service in the reverse order of start."""
+        await self._exit.aclose()
+
+
+def db_path(settings: Settings) -> Path:
+    """The DuckDB file (``storage.db_file``, relative to the data directory unless absolute)."""
+    path = Path(settings.storage.db_file)
+    return path if path.is_absolute() else settings.data_dir / path
+
+
+async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
+    """Open storage and start the services over it (steps 2-5 of :func:`open_hearth` but RAG);
+    on a failure, close what was started and re-raise."""
+    from engine.documents import DocumentService
+    from engine.job_service import JobService
+    from engine.retrieval.service import RetrievalService
+    from engine.sessions import SessionService
+    from engine.storage import open_store
+    from engine.tenancy import TenancyService
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        db = await asyncio.to_thread(
+            open_store, db_path(settings), threads=settings.storage.threads
+        )
+        stack.callback(db.close)
+        await DocumentService.recover(db)
+        retrieval = await RetrievalService.open(settings, db, embedder)
+        stack.push_async_callback(retrieval.close)
+        jobs = JobService(db)
+        await jobs.start()
+        # Closed before the indexes are saved: no job writes an index meanwhile.
+        stack.push_async_callback(jobs.close)
+        tenancy = await TenancyService.open(db)
+        documents = DocumentService(settings, db, retrieval, jobs, embedder)
+        sessions = SessionService(db)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Corpus(db, jobs, retrieval, tenancy, documents, sessions, stack)
+
+
+async def open_hearth(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    embedder: Embedder | None = None,
+) -> Hearth:
+    """Build and start every service; on a failure, close what was started and re-raise.
+
+    ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
+    from the models directory, checked by sha256.
+    """
+    from engine.rag import RagService
+    from engine.tasks.service import TaskService
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        engine = Engine(settings, backend=backend, embedder=embedder)
+        stack.push_async_callback(engine.close)
+        await engine.start()
+        corpus = await open_corpus(settings, engine.embedder)
+        stack.push_async_callback(corpus.close)
+        rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
+        tasks = await TaskService.open(engine, corpus.db, corpus.jobs, corpus.documents)
+    except BaseException:
+        await stack.aclose()
+        raise
+    log.info("services ready")
+    return Hearth(
+        settings=settings,
+        engine=engine,
+        db=corpus.db,
+        jobs=corpus.jobs,
+        retrieval=corpus.retrieval,
+        tenancy=corpus.tenancy,
+        documents=corpus.documents,
+        sessions=corpus.sessions,
+        rag=rag,
+        tasks=tasks,
+        _exit=stack,
+    )

@@ -1,0 +1,441 @@
+"""One model's generation (``ModelRunner``) and the set of live models (``ModelPool``).
+
+A ``ModelRunner`` owns everything that is per model: the backend (its weights, KV cache and step
+loop, i.e. the batching), the card's chat template, the grammar compiler over its vocabulary and
+the admission count. ``generate`` turns a request into backend sequences (one per choice), streams
+their tokens back as text deltas with stop strings applied, and always aborts what it started when
+the caller stops listening (a client disconnect cancels the iterator; its ``finally`` aborts in
+the backend). The backend runs on its own thread; its outputs reach the event loop through one
+``call_soon_threadsafe`` per step.
+
+The ``ModelPool`` maps a request's ``model`` to its runner. Today it holds exactly one runner,
+loaded at start; ``acquire`` is the seam where loading on use, keep-alive and a memory budget
+(evicting the least recently used runner) belong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+from engine.backends.base import Backend, create_backend
+from engine.errors import (
+    BackendError,
+    ContextLengthError,
+    InvalidRequestError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+)
+from engine.grammar.binding import BoundFormat, GrammarSupport
+from engine.text import IncrementalText, detokenize
+from engine.types import (
+    BackendOutput,
+    BackendRequest,
+    BackendStats,
+    ChoiceDelta,
+    FinishReason,
+    GenerateRequest,
+    GenerationDone,
+    GenerationEvent,
+    LogprobEntry,
+    PromptLogprobs,
+    SamplingParams,
+    SequenceFinished,
+    TokenConstraint,
+    TokenOutput,
+    TopLogprob,
+    Usage,
+)
+from models import get_card, verify_model
+from models.chat_templates import ChatMessage, render_chat
+
+if TYPE_CHECKING:
+    from configs import Settings
+    from models import ModelCard
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Choice:
+    index: int
+    seq_id: str
+    text: IncrementalText
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    finished: bool = False
+
+
+class ModelRunner:
+    """One loaded model: backend + batching + chat template + grammar. ``start``, use, ``close``.
+
+    Admission: at most ``llm.max_running + llm.max_waiting`` sequences in flight; beyond that a
+    request is refused with 503 + Retry-After (``OverloadedError``) before anything is submitted.
+    """
+
+    def __init__(self, settings: Settings, card: ModelCard, backend: Backend | None = None):
+        self.settings = settings
+        self.card = card
+        self._backend = backend
+        self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight = 0
+        self._turn_stop_ids: tuple[int, ...] | None = None
+        self._started = False
+        # Structured output: compiles response formats, one constraint per choice.
+        self.grammar = GrammarSupport()
+        self.last_used = time.monotonic()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Verify the model file, load the backend and start its step loop."""
+        self._loop = asyncio.get_running_loop()
+        if self.settings.llm.max_model_len > self.card.context_length:
+            raise ValueError(
+                f"setting llm.max_model_len: {self.settings.llm.max_model_len} exceeds the "
+                f"context length of {self.card.id} ({self.card.context_length})"
+            )
+        if self._backend is None:
+            await asyncio.to_thread(verify_model, self.card, self.settings.models_dir)
+            self._backend = create_backend(self.settings, self.card)
+        await asyncio.to_thread(self._backend.start, self._on_outputs)
+        self._started = True
+        log.info("model ready: %s on %s", self.card.id, self._backend.name)
+
+    async def close(self) -> None:
+        self._started = False
+        self.grammar.close()
+        if self._backend is not None:
+            await asyncio.to_thread(self._backend.close)
+
+    @property
+    def ready(self) -> bool:
+        return self._started and self._backend is not None and self._backend.is_stepping()
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise NotReadyError("the model is still loading", retry_after=2)
+        return self._backend
+
+    @property
+    def backend_name(self) -> str | None:
+        return self._backend.name if self._backend is not None else None
+
+    @property
+    def inflight(self) -> int:
+        """Sequences admitted and not yet finished."""
+        return self._inflight
+
+    @property
+    def n_vocab(self) -> int:
+        return self.backend.n_vocab
+
+    @property
+    def max_model_len(self) -> int:
+        return self.backend.max_model_len
+
+    def stats(self) -> BackendStats | None:
+        """The backend's scheduler figures (running, waiting, KV use), or None before start."""
+        return self._backend.stats() if self._backend is not None else None
+
+    # ---- tokens -----------------------------------------------------------------------------
+
+    def tokenize_prompt(self, prompt: str, *, add_special_tokens: bool = True) -> list[int]:
+        """A completions prompt: special tokens in the text are parsed (the caller wrote them)."""
+        ids = self.backend.tokenize(prompt, add_bos=add_special_tokens, parse_special=True)
+        bos = self.backend.bos_token_id
+        if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+            ids = ids[1:]  # the text began with BOS itself
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes as plain content (special tokens inert, no BOS)."""
+        return len(self.backend.tokenize(text, add_bos=False, parse_special=False))
+
+    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
+        """Render the card's chat template; content is tokenized with special tokens inert."""
+        if not self.card.chat_template:
+            raise InvalidRequestError(
+                f"model {self.card.id!r} has no chat template; use /v1/completions",
+                param="model",
+            )
+        rendered = render_chat(self.card.chat_template, messages)
+        bos = self.backend.bos_token_id
+        ids = [bos] if bos is not None else []
+        for seg in rendered.segments:
+            ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
+        if self._turn_stop_ids is None:  # the template's markup is fixed: resolve it once
+            self._turn_stop_ids = self._special_ids(rendered.stop_markup)
+        return ids, rendered.stop
+
+    def _special_ids(self, markup: Sequence[str]) -> tuple[int, ...]:
+        """Token ids of markup strings that are single special tokens in this vocabulary."""
+        found = []
+        for text in markup:
+            ids = self.backend.tokenize(text, add_bos=False, parse_special=True)
+            if len(ids) == 1:
+                found.append(ids[0])
+        return tuple(found)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        self._check_token_ids(ids, "tokens")
+        return "".join(self.backend.token_text(t) for t in ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self.backend.token_text(token_id)
+
+    def _check_token_ids(self, ids: Sequence[int], param: str) -> None:
+        n_vocab = self.backend.n_vocab
+        for t in ids:
+            if not 0 <= t < n_vocab:
+                raise InvalidRequestError(
+                    f"token id {t} is out of range: the vocabulary has {n_vocab} tokens",
+                    param=param,
+                )
+
+    # ---- generation -------------------------------------------------------------------------
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone."""
+        backend = self._require_ready()
+        self.last_used = time.monotonic()
+        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
+        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
+        prompt, stops = self._prompt_of(req)
+        params = req.params
+        if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
+            # A chat answer ends where the model would begin another turn.
+            params = dataclasses.replace(
+                params, stop_token_ids=tuple(params.stop_token_ids) + self._turn_stop_ids
+            )
+        self._check_context(len(prompt), params.max_tokens, req)
+        if fmt is not None:
+            fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))
+        if params.stop or stops:
+            params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
+        self._admit(req.n)
+        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
+        choices: list[_Choice] = []
+        started = time.perf_counter()
+        try:
+            self._start_choices(req, prompt, params, queue, backend, choices, fmt)
+            async for event in self._collect(req, prompt, params, choices, queue, started):
+                yield event if fmt is None else fmt.observe(event)
+        finally:
+            for c in choices:
+                self._queues.pop(c.seq_id, None)
+                if not c.finished:
+                    backend.abort(c.seq_id)
+            self._inflight -= req.n  # admitted as a whole, released as a whole
+
+    def _require_ready(self) -> Backend:
+        if not self.ready:
+            raise NotReadyError("Hearth is starting: the model is not loaded yet", retry_after=2)
+        return self.backend
+
+    def _prompt_of(self, req: GenerateRequest) -> tuple[list[int], tuple[str, ...]]:
+        if req.messages is not None:
+            return self.tokenize_chat(req.messages)
+        if req.prompt_tokens is not None:
+            ids = list(req.prompt_tokens)
+            self._check_token_ids(ids, "prompt")
+            return ids, ()
+        ids = self.tokenize_prompt(req.prompt or "", add_special_tokens=req.add_special_tokens)
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        return ids, ()
+
+    def _check_context(self, n_prompt: int, max_tokens: int, req: GenerateRequest) -> None:
+        limit = self.backend.max_model_len
+        if n_prompt + max_tokens > limit:
+            param = "messages" if req.messages is not None else "prompt"
+            raise ContextLengthError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
+                "completion). Please reduce the prompt or max_tokens.",
+                param=param,
+            )
+
+    def _admit(self, n: int) -> None:
+        cfg = self.settings.llm
+        if self._inflight + n > cfg.max_running + cfg.max_waiting:
+            raise OverloadedError(
+                f"Hearth is at capacity ({cfg.max_running} running, {cfg.max_waiting} waiting); "
+                "retry shortly",
+                retry_after=self.settings.server.retry_after_s,
+                code="overloaded",
+            )
+        self._inflight += n
+
+    def _start_choices(
+        self,
+        req: GenerateRequest,
+        prompt: list[int],
+        params: SamplingParams,
+        queue: asyncio.Queue[BackendOutput],
+        backend: Backend,
+        choices: list[_Choice],
+        fmt: BoundFormat | None,
+    ) -> None:
+        """Submit one sequence per choice, appending each to ``choices`` as it is submitted (so
+        the caller's ``finally`` aborts exactly what was started, even if a later one fails)."""
+        eos = frozenset() if params.ignore_eos else backend.eos_token_ids
+        for i in range(req.n):
+            seq_id = f"{req.request_id}/{i}"
+            p = params
+            if params.seed is not None and i:
+                p = dataclasses.replace(params, seed=params.seed + i)
+            constraint: TokenConstraint | None = fmt.new_constraint() if fmt else None
+            self._queues[seq_id] = queue
+            choices.append(_Choice(i, seq_id, IncrementalText(params.stop)))
+            backend.submit(BackendRequest(seq_id, list(prompt), p, eos, constraint))
+
+    async def _collect(
+        self,
+        req: GenerateRequest,
+        prompt: list[int],
+        params: SamplingParams,
+        choices: list[_Choice],
+        queue: asyncio.Queue[BackendOutput],
+        started: float,
+    ) -> AsyncIterator[GenerationEvent]:
+        by_id = {c.seq_id: c for c in choices}
+        prompt_lp: tuple[LogprobEntry, ...] | None = None
+        ttft = None
+        open_choices = len(choices)
+        while open_choices:
+            out = await queue.get()
+            choice = by_id.get(out.request_id)
+            if choice is None or choice.finished:
+                continue
+            if isinstance(out, PromptLogprobs):
+                prompt_lp = self._prompt_entries(prompt, out)
+                continue
+            if isinstance(out, SequenceFinished):
+                if out.error:
+                    raise BackendError(f"generation failed: {out.error}")
+                choice.finished = True
+                open_choices -= 1
+                yield ChoiceDelta(choice.index, choice.text.flush(), (), None, FinishReason.STOP)
+                continue
+            ttft = ttft if ttft is not None else time.perf_counter() - started
+            delta = self._on_token(choice, out, params)
+            if delta.finish_reason is not None:
+                open_choices -= 1
+            yield delta
+        usage = Usage(len(prompt), sum(len(c.tokens) for c in choices))
+        prompt_text = detokenize(self.backend.token_bytes, prompt) if req.prompt else ""
+        yield GenerationDone(
+            usage, prompt_lp, prompt_text, ttft, duration_s=time.perf_counter() - started
+        )
+
+    def _on_token(self, choice: _Choice, out: TokenOutput, params: SamplingParams) -> ChoiceDelta:
+        choice.tokens.append(out.token_id)
+        text = choice.text.feed(self.backend.token_bytes(out.token_id))
+        reason = out.finish_reason
+        if choice.text.stopped:
+            reason = FinishReason.STOP
+            if out.finish_reason is None:
+                self.backend.abort(choice.seq_id)
+        if reason is not None:
+            choice.finished = True
+            text += choice.text.flush()
+        lp = None
+        if params.logprobs is not None:
+            lp = (self._entry(out.token_id, out.logprob, out.top_logprobs),)
+        return ChoiceDelta(choice.index, text, (out.token_id,), lp, reason)
+
+    def _entry(
+        self, token_id: int, logprob: float | None, top: Sequence[TopLogprob]
+    ) -> LogprobEntry:
+        text = self.backend.token_text(token_id)
+        tops = tuple(
+            (
+                self.backend.token_text(t.token_id),
+                t.token_id,
+                self.backend.token_text(t.token_id).encode(),
+                t.logprob,
+            )
+            for t in top
+        )
+        return LogprobEntry(text, token_id, text.encode(), logprob, tops)
+
+    def _prompt_entries(self, prompt: list[int], out: PromptLogprobs) -> tuple[LogprobEntry, ...]:
+        return tuple(
+            self._entry(t, lp, top)
+            for t, lp, top in zip(prompt, out.logprobs, out.top_logprobs, strict=False)
+        )
+
+    # ---- backend → event loop ---------------------------------------------------------------
+
+    def _on_outputs(self, outputs: Sequence[BackendOutput]) -> None:
+        """Called on the backend thread once per step."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def _dispatch(self, outputs: Sequence[BackendOutput]) -> None:
+        for out in outputs:
+            queue = self._queues.get(out.request_id)
+            if queue is not None:
+                queue.put_nowait(out)
+
+
+class ModelPool:
+    """The live models by card id. ``acquire(model)`` is the one lookup generation goes through.
+
+    Today the pool holds the configured model (``settings.llm.model``), loaded at ``start``.
+    """
+
+    def __init__(self, runners: Sequence[ModelRunner]) -> None:
+        if not runners:
+            raise ValueError("a model pool needs at least one model")
+        self._runners = {r.card.id: r for r in runners}
+        self._default = runners[0]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, backend: Backend | None = None) -> ModelPool:
+        """The pool of ``settings.llm.model``; ``backend``: a ready-made one (tests)."""
+        return cls([ModelRunner(settings, get_card(settings.llm.model), backend)])
+
+    async def start(self) -> None:
+        for runner in self._runners.values():
+            await runner.start()
+
+    async def close(self) -> None:
+        for runner in reversed(list(self._runners.values())):
+            await runner.close()
+
+    @property
+    def default(self) -> ModelRunner:
+        """The model requests get when they name the server's generator."""
+        return self._default
+
+    @property
+    def runners(self) -> list[ModelRunner]:
+        return list(self._runners.values())
+
+    @property
+    def ready(self) -> bool:
+        return all(r.ready for r in self._runners.values())
+
+    def get(self, model: str) -> ModelRunner:
+        """The loaded runner of card id ``model``; 404 ``model_not_found`` otherwise."""
+        runner = self._runners.get(model)
+        if runner is None:
+            raise NotFoundError(
+                f"The model {model!r} is not loaded; available: {sorted(self._runners)}",
+                param="model",
+                code="model_not_found",
+            )
+        return runner
+
+    async def acquire(self, model: str) -> ModelRunner:
+        """The runner for a request's ``model``, loaded if needed (today: looked up)."""
+        return self.get(model)
