@@ -9,7 +9,7 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
-from engine.app import Hearth, open_hearth
+from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -26,9 +26,22 @@ from engine.errors import (
     TooManyRequestsError,
     UnprocessableError,
 )
+from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
 from engine.ingest.inputs import DocumentInput
 from engine.rag import Citation, RagDone, RagEvent, Refusal, RetrievalOptions, RetrievalStats
 from engine.runner import ModelPool, ModelRunner
+from engine.storage import (
+    ApiKey,
+    Chunk,
+    Collection,
+    Document,
+    Job,
+    StorageError,
+    Tenant,
+    open_store,
+)
+from engine.tasks.classify import Example, Rule
+from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -36,18 +49,26 @@ from engine.types import (
     GenerationDone,
     GenerationEvent,
     LogprobEntry,
+    RetrievedChunk,
     SamplingParams,
     Usage,
 )
 
 __all__ = [
+    "ApiKey",
     "AuthenticationError",
     "BackendError",
     "ChoiceDelta",
+    "Chunk",
     "Citation",
+    "ClassifierInput",
+    "Collection",
     "ContextLengthError",
+    "Corpus",
+    "Document",
     "DocumentInput",
     "Engine",
+    "Example",
     "FinishReason",
     "GenerateRequest",
     "GenerationDone",
@@ -55,11 +76,13 @@ __all__ = [
     "Hearth",
     "HearthError",
     "InvalidRequestError",
+    "Job",
     "LogprobEntry",
     "ModelPool",
     "ModelRunner",
     "NotFoundError",
     "NotReadyError",
+    "Outcome",
     "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -68,10 +91,23 @@ __all__ = [
     "Refusal",
     "RetrievalOptions",
     "RetrievalStats",
+    "RetrievedChunk",
     "RetryableError",
+    "Rule",
     "SamplingParams",
+    "StorageError",
+    "StructuredSpec",
+    "TaskService",
+    "Tenant",
     "TooManyRequestsError",
+    "ToolDelta",
+    "ToolStreamParser",
     "UnprocessableError",
     "Usage",
+    "build_spec",
+    "db_path",
+    "open_corpus",
     "open_hearth",
+    "open_store",
+    "parse_examples_csv",
 ]

@@ -36,8 +36,9 @@ from models.chat_templates import ChatMessage
 if TYPE_CHECKING:
     from configs import RetrievalSettings
     from engine.engine import Engine
-    from engine.retrieval.service import RetrievalService, RetrievedChunk
+    from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
+    from engine.types import RetrievedChunk
 
 REFUSAL_MESSAGE = (
     "I cannot answer this from the available documents: no passage matches the question closely "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -183,3 +183,28 @@ class GenerateRequest:
     # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
     response_format: object | None = None
     add_special_tokens: bool = True
+
+
+# ---- retrieval → caller ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """A retrieval hit joined with its chunk and document."""
+
+    document_id: str  # the client's id when given, else Hearth's
+    chunk_id: int
+    collection: str
+    score: float
+    dense_score: float
+    rank: int
+    text: str
+    title: str | None
+    metadata: dict[str, Any]
+    char_start: int
+    char_end: int
+    page: int | None
+    n_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -12,12 +12,26 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.errors import InvalidRequestError
-from engine.types import ChoiceDelta, GenerationDone, LogprobEntry, SamplingParams, Usage
+from engine import (
+    ChoiceDelta,
+    Engine,
+    GenerateRequest,
+    GenerationDone,
+    InvalidRequestError,
+    LogprobEntry,
+    NotFoundError,
+    RetrievalOptions,
+    SamplingParams,
+    StructuredSpec,
+    Usage,
+    build_spec,
+)
+from models import ModelCard
 from models.chat_templates import ROLES, ChatMessage
 from server.wire import ChatCompletionRequest, CompletionRequest, Message
 
@@ -326,3 +340,165 @@ def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, 
             value = vec.tolist()
         data.append({"object": "embedding", "index": i, "embedding": value})
     return data
+
+
+# ---- requests → engine calls ------------------------------------------------------------------
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
+RAG_PREFIX = "rag/"
+_RETRIEVAL_KEYS = {"collections", "collection", "top_k", "mode", "min_score", "filter"}
+
+
+def resolve_model(engine: Engine, model: str, capability: str) -> ModelCard:
+    """The card a request's ``model`` names; 404 with the choices if none fits."""
+    for card in (engine.card, engine.embedding_card):
+        if card.id == model and card.supports(capability):
+            return card
+    usable = [c.id for c in (engine.card, engine.embedding_card) if c.supports(capability)]
+    raise NotFoundError(
+        f"The model {model!r} does not exist or cannot serve {capability}; available: {usable}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A chat request for the engine; ``retrieval`` set: a RAG turn (``RagService.generate``)."""
+
+    generate: GenerateRequest
+    retrieval: RetrievalOptions | None
+    session_id: str | None
+
+
+def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
+    """Validate a chat request (400/404 naming the field) and build the engine's request. A model
+    ``rag/<collection>`` or a ``retrieval`` object makes it a RAG turn on the server's model."""
+    rag = req.retrieval is not None or req.model.startswith(RAG_PREFIX)
+    model = engine.card.id if req.model.startswith(RAG_PREFIX) else req.model
+    resolve_model(engine, model, "chat")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
+        raise _bad(
+            f"top_logprobs must be between 0 and {MAX_LOGPROBS}, got {req.top_logprobs}",
+            "top_logprobs",
+        )
+    params = sampling_params(
+        req,
+        max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None
+        else req.max_tokens,
+        default_max_tokens=engine.settings.llm.default_max_tokens,
+        max_n=engine.settings.llm.max_n,
+        n_vocab=engine.n_vocab,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+    )
+    messages = chat_messages(req.messages)
+    if not rag and req.session_id is not None:
+        raise _bad("session_id needs retrieval", "session_id")
+    options = retrieval_options(req.model, req.retrieval) if rag else None
+    generate = GenerateRequest(
+        request_id=new_id("chatcmpl"),
+        model=model,
+        params=params,
+        messages=messages,
+        n=req.n,
+        response_format=spec_of(req),
+    )
+    return ChatCall(generate, options, req.session_id)
+
+
+def retrieval_options(model: str, raw: dict[str, Any] | None) -> RetrievalOptions:
+    """The ``retrieval`` object (and a ``rag/<collection>`` model) → RetrievalOptions."""
+    raw = dict(raw or {})
+    unknown = set(raw) - _RETRIEVAL_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise _bad(f"unknown retrieval option {key!r}", f"retrieval.{key}")
+    names = raw.get("collections") or ([raw["collection"]] if raw.get("collection") else [])
+    if model.startswith(RAG_PREFIX):
+        names = [model[len(RAG_PREFIX) :], *names]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise _bad(
+            "retrieval.collections must be a non-empty list of collection names",
+            "retrieval.collections",
+        )
+    top_k, min_score, mode = raw.get("top_k"), raw.get("min_score"), raw.get("mode", "hybrid")
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, int | float)
+    ):
+        raise _bad("retrieval.min_score must be a number", "retrieval.min_score")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+        raise _bad("retrieval.top_k must be an integer", "retrieval.top_k")
+    if not isinstance(mode, str):
+        raise _bad("retrieval.mode must be a string", "retrieval.mode")
+    flt = raw.get("filter")
+    if flt is not None and not isinstance(flt, dict):
+        raise _bad("retrieval.filter must be an object", "retrieval.filter")
+    return RetrievalOptions(list(dict.fromkeys(names)), top_k, mode, min_score, flt)
+
+
+def _prompts(prompt: str | list[Any]) -> list[str | list[int]]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise _bad("prompt must not be empty", "prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    if all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt):
+        return list(prompt)
+    raise _bad(
+        "prompt must be a string, a list of strings, a list of token ids or a list of token-id "
+        "lists",
+        "prompt",
+    )
+
+
+def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateRequest]:
+    """Validate a completions request; one engine request per prompt (ids ``<rid>-<k>``)."""
+    resolve_model(engine, req.model, "completion")
+    if req.suffix is not None:
+        raise _bad("suffix (insertion) is not supported by this model", "suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise _bad("best_of other than n is not supported", "best_of")
+    prompts = _prompts(req.prompt)
+    max_n = engine.settings.llm.max_n
+    if len(prompts) * req.n > max_n:
+        raise _bad(
+            f"prompts × n must be at most {max_n}, got {len(prompts)} × {req.n}", "prompt"
+        )
+    params = sampling_params(
+        req,
+        max_tokens=req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
+        default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS,
+        max_n=max_n,
+        n_vocab=engine.n_vocab,
+        logprobs=req.logprobs,
+        prompt_logprobs=bool(req.echo and req.logprobs is not None),
+    )
+    rid = new_id("cmpl")
+    fmt = spec_of(req)
+    return [
+        GenerateRequest(
+            request_id=f"{rid}-{k}",
+            model=req.model,
+            params=params,
+            prompt=p if isinstance(p, str) else None,
+            prompt_tokens=p if isinstance(p, list) else None,
+            n=req.n,
+            response_format=fmt,
+        )
+        for k, p in enumerate(prompts)
+    ]
+
+
+def spec_of(req: CompletionRequest | ChatCompletionRequest) -> StructuredSpec | None:
+    """The request's structured-output spec (400 naming the field when malformed), or None."""
+    chat = isinstance(req, ChatCompletionRequest)
+    return build_spec(
+        response_format=req.response_format,
+        structured_outputs=req.structured_outputs,
+        tools=req.tools if chat else None,
+        tool_choice=req.tool_choice if chat else None,
+        parallel_tool_calls=req.parallel_tool_calls if chat else None,
+    )

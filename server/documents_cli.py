@@ -194,13 +194,10 @@ def _admin_http(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _admin_offline(args: argparse.Namespace, settings: Settings) -> Any:
-    from engine.errors import HearthError
-    from engine.storage import StorageError, open_store
+    from engine import HearthError, StorageError, db_path, open_store
 
-    path = Path(settings.storage.db_file)
-    path = path if path.is_absolute() else settings.data_dir / path
     try:
-        db = open_store(path, threads=1)
+        db = open_store(db_path(settings), threads=1)
     except StorageError as exc:
         raise CliError(str(exc)) from None
     try:

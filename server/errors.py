@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from engine.errors import (
+from engine import (
     HearthError,
     InvalidRequestError,
     PayloadTooLargeError,

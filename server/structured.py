@@ -1,6 +1,7 @@
 """Structured output on the wire: request fields → engine spec, outcomes → OpenAI JSON shapes.
 
-The engine (``engine.grammar``) compiles and enforces; this module only converts. Non-streaming
+The engine (``engine.grammar``) compiles and enforces; this module only converts (the request
+fields become a spec in ``server.convert.spec_of``). Non-streaming
 choices get ``message.tool_calls`` / ``content`` and a ``schema_report`` field; streamed tool calls
 become OpenAI ``delta.tool_calls`` pieces (the first piece of each call carries id and name, later
 pieces slices of its arguments), and the finishing chunk carries the ``schema_report``.
@@ -10,20 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.grammar.report import Outcome
-from engine.grammar.spec import StructuredSpec, build_spec
-from engine.grammar.tools import ToolDelta, ToolStreamParser
-
-
-def spec_of(req: Any) -> StructuredSpec | None:
-    """The request's constraint spec (400 naming the field when malformed), or None."""
-    return build_spec(
-        response_format=req.response_format,
-        structured_outputs=req.structured_outputs,
-        tools=getattr(req, "tools", None),
-        tool_choice=getattr(req, "tool_choice", None),
-        parallel_tool_calls=getattr(req, "parallel_tool_calls", None),
-    )
+from engine import Outcome, StructuredSpec, ToolDelta, ToolStreamParser
 
 
 def apply_outcome(choice: dict[str, Any], outcome: Outcome | None, *, chat: bool) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
@@ -17,34 +16,13 @@ from engine.retrieval.dense import DenseParams
 from engine.retrieval.device import select_faiss_device
 from engine.retrieval.retriever import MODES, Hit, Retriever
 from engine.storage import Collection, Database
+from engine.types import RetrievedChunk
 
 if TYPE_CHECKING:
     from configs import Settings
     from engine.embeddings import TextEmbedder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetrievedChunk:
-    """A retrieval hit joined with its chunk and document."""
-
-    document_id: str  # the client's id when given, else Hearth's
-    chunk_id: int
-    collection: str
-    score: float
-    dense_score: float
-    rank: int
-    text: str
-    title: str | None
-    metadata: dict[str, Any]
-    char_start: int
-    char_end: int
-    page: int | None
-    n_tokens: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class RetrievalService:

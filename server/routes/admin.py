@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request, Router, get, post
+from litestar import Request, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from server.routes.documents import decode_body
+from server.routes.common import read_body
 from server.state import services
 
 if TYPE_CHECKING:
-    from engine.storage import ApiKey, Tenant
+    from engine import ApiKey, Tenant
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,7 +47,7 @@ def key_out(k: ApiKey) -> dict[str, Any]:
 
 @post("/v1/admin/tenants", status_code=HTTP_201_CREATED)
 async def create_tenant(request: Request) -> dict[str, Any]:
-    body = decode_body(await request.body(), TenantCreate)
+    body = await read_body(request, TenantCreate)
     return tenant_out(await services(request).tenancy.create_tenant(body.name))
 
 
@@ -61,7 +61,7 @@ async def list_tenants(request: Request) -> dict[str, Any]:
 
 @post("/v1/admin/tenants/{tenant:str}/keys", status_code=HTTP_201_CREATED)
 async def create_key(request: Request, tenant: str) -> dict[str, Any]:
-    body = decode_body(await request.body() or b"{}", KeyCreate)
+    body = await read_body(request, KeyCreate, empty=KeyCreate())
     key, record = await services(request).tenancy.create_key(tenant, body.name)
     return key_out(record) | {"key": key}
 
@@ -80,5 +80,3 @@ async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
 
 
 HANDLERS = [create_tenant, list_tenants, create_key, list_keys, revoke_key]
-
-router = Router(path="/", route_handlers=HANDLERS)

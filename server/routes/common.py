@@ -1,4 +1,4 @@
-"""Helpers every route module uses: body decoding, the engine handle, SSE, disconnects."""
+"""Helpers every route module uses: the one body decoder, SSE, disconnects, merging streams."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ import msgspec
 from litestar import Request
 from litestar.response import Stream
 
-from engine import Engine
-from engine.errors import HearthError, NotFoundError
-from models import ModelCard
+from engine import HearthError
 from server.errors import decode_error, error_body
-from server.state import services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,10 +20,14 @@ T = TypeVar("T")
 _json = msgspec.json.Encoder()
 
 
-async def read_body(request: Request, cls: type[T]) -> T:
-    """Decode the JSON body into ``cls``; any decode/validation problem is a 400 naming the
-    field."""
+async def read_body(request: Request, cls: type[T], *, empty: T | None = None) -> T:
+    """Decode the JSON body into ``cls``: the one body decoder of every route. Any decode or
+    validation problem (bad JSON, invalid UTF-8, too deep, wrong type, unknown field) is a 400
+    naming the field (``server.errors.decode_error``). ``empty``: the value of an empty body
+    (else an empty body is invalid JSON)."""
     raw = await request.body()
+    if empty is not None and not raw.strip():
+        return empty
     try:
         return msgspec.json.decode(raw, type=cls)
     except (
@@ -36,24 +37,6 @@ async def read_body(request: Request, cls: type[T]) -> T:
         UnicodeDecodeError,
     ) as exc:
         raise decode_error(exc) from None
-
-
-def engine_of(request: Request) -> Engine:
-    """The engine (503 while Hearth is starting)."""
-    return services(request).engine
-
-
-def resolve_model(engine: Engine, model: str, capability: str) -> ModelCard:
-    """The card a request's ``model`` names; 404 with the choices if none fits."""
-    for card in (engine.card, engine.embedding_card):
-        if card.id == model and card.supports(capability):
-            return card
-    usable = [c.id for c in (engine.card, engine.embedding_card) if c.supports(capability)]
-    raise NotFoundError(
-        f"The model {model!r} does not exist or cannot serve {capability}; available: {usable}",
-        param="model",
-        code="model_not_found",
-    )
 
 
 def sse(data: Any) -> bytes:

@@ -8,25 +8,22 @@ tenant answers 404.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request, Router, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from engine import DocumentInput, InvalidRequestError
 from server.auth import tenant_of
+from server.routes.common import read_body
 from server.state import services
 
-if TYPE_CHECKING:  # the server imports no heavy library (faiss, torch) itself
-    from engine.retrieval.service import RetrievedChunk
-    from engine.storage import Collection, Document, Job
-
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from engine import Collection, Document, Job, RetrievedChunk
 
 
 # ---- wire structs ---------------------------------------------------------------------------
@@ -57,21 +54,6 @@ class RetrieveBody(msgspec.Struct, forbid_unknown_fields=True):
     top_k: int | None = None
     mode: str = "hybrid"
     filter: dict[str, Any] | None = None
-
-
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
-def decode_body(raw: bytes, kind: type[T]) -> T:
-    """Decode JSON into ``kind``; a bad body is a 400 naming the field at fault."""
-    try:
-        return msgspec.json.decode(raw or b"null", type=kind)
-    except msgspec.ValidationError as exc:
-        found = _PATH.search(str(exc))
-        param = found.group(1) if found else None
-        raise InvalidRequestError(f"invalid request body: {exc}", param=param or None) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
 
 
 # ---- conversions ----------------------------------------------------------------------------
@@ -138,7 +120,7 @@ def hit_out(hit: RetrievedChunk) -> dict[str, Any]:
 
 @post("/v1/collections", status_code=HTTP_201_CREATED)
 async def create_collection(request: Request) -> dict[str, Any]:
-    body = decode_body(await request.body(), CollectionCreate)
+    body = await read_body(request, CollectionCreate)
     svc = services(request).documents
     col = await svc.create_collection(
         tenant_of(request), body.name, body.chunk_tokens, body.chunk_overlap, body.metadata
@@ -180,7 +162,7 @@ async def upload_documents(request: Request, name: str) -> dict[str, Any]:
     if kind.startswith("multipart/form-data"):
         items = await _multipart_items(request)
     else:
-        body = decode_body(await request.body(), DocumentsBody)
+        body = await read_body(request, DocumentsBody)
         items = [
             DocumentInput(text=d.text, client_id=d.id, title=d.title, metadata=d.metadata)
             for d in body.documents
@@ -306,7 +288,7 @@ async def job_events(request: Request, job_id: str) -> ServerSentEvent:
 
 @post("/v1/retrieve", status_code=HTTP_200_OK)
 async def retrieve(request: Request) -> dict[str, Any]:
-    body = decode_body(await request.body(), RetrieveBody)
+    body = await read_body(request, RetrieveBody)
     names = list(body.collections or []) + ([body.collection] if body.collection else [])
     if not names:
         raise InvalidRequestError("give collection or collections", param="collection")
@@ -360,5 +342,3 @@ HANDLERS = [
     retrieve,
     session_messages,
 ]
-
-router = Router(path="/", route_handlers=HANDLERS)

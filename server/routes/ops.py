@@ -6,11 +6,11 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
-from engine.errors import InvalidRequestError
+from engine import InvalidRequestError
 from server import convert
 from server.errors import error_body
-from server.routes.common import engine_of, read_body, resolve_model
-from server.state import state_of
+from server.routes.common import read_body
+from server.state import services, state_of
 from server.wire import DetokenizeRequest, TokenizeRequest
 
 
@@ -35,10 +35,10 @@ async def ready(request: Request) -> Response:
 
 @post("/tokenize", status_code=200)
 async def tokenize(request: Request) -> dict[str, Any]:
-    engine = engine_of(request)
+    engine = services(request).engine
     req = await read_body(request, TokenizeRequest)
     if req.model is not None:
-        resolve_model(engine, req.model, "completion")
+        convert.resolve_model(engine, req.model, "completion")
     if (req.prompt is None) == (req.messages is None):
         raise InvalidRequestError("give exactly one of prompt or messages", param="prompt")
     if req.messages is not None:
@@ -57,10 +57,10 @@ async def tokenize(request: Request) -> dict[str, Any]:
 
 @post("/detokenize", status_code=200)
 async def detokenize(request: Request) -> dict[str, Any]:
-    engine = engine_of(request)
+    engine = services(request).engine
     req = await read_body(request, DetokenizeRequest)
     if req.model is not None:
-        resolve_model(engine, req.model, "completion")
+        convert.resolve_model(engine, req.model, "completion")
     return {"prompt": engine.detokenize(req.tokens)}
 
 

@@ -12,14 +12,19 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import Request, Router, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from engine.errors import InvalidRequestError
-from engine.tasks.classify import Example, Rule
-from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from engine import (
+    ClassifierInput,
+    Example,
+    InvalidRequestError,
+    Rule,
+    TaskService,
+    parse_examples_csv,
+)
 from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.documents import job_out
@@ -265,8 +270,7 @@ async def workflow_result(request: Request, run_id: str) -> dict[str, Any]:
 @post("/v1/collections/{name:str}/documents/{doc_id:str}/analyze", status_code=HTTP_202_ACCEPTED)
 async def analyze_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
     """Start an analysis job; follow it at ``/v1/jobs/{id}`` or ``/v1/jobs/{id}/events``."""
-    raw = await request.body()
-    body = await read_body(request, AnalyzeBody) if raw.strip() else AnalyzeBody()
+    body = await read_body(request, AnalyzeBody, empty=AnalyzeBody())
     svc = await tasks_of(request)
     job = await svc.analyze(tenant_of(request), name, doc_id, body.tasks)
     return job_out(job)
@@ -302,5 +306,3 @@ HANDLERS = [
     document_analysis,
     usage,
 ]
-
-router = Router(path="/", route_handlers=HANDLERS)
