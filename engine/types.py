@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.chat_templates import ChatMessage
+
 
 class FinishReason(enum.StrEnum):
     STOP = "stop"  # EOS, a stop token or a stop string
@@ -178,7 +180,7 @@ class GenerateRequest:
     params: SamplingParams
     prompt: str | None = None
     prompt_tokens: Sequence[int] | None = None
-    messages: Sequence[object] | None = None  # models.chat_templates.ChatMessage
+    messages: Sequence[ChatMessage] | None = None
     n: int = 1
     # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
     response_format: object | None = None
