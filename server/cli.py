@@ -75,6 +75,12 @@ def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
             raise ConfigError(f"--model: {exc.args[0]}") from None
         path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
+        if model_id == settings.embeddings.model and settings.embeddings.runtime != "torch":
+            from models.onnx_export import export_onnx, onnx_exportable
+
+            if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
+                log.info("ONNX export of %s ready at %s", model_id,
+                         export_onnx(card, path, settings.models_dir))
     return 0
 
 
