@@ -107,6 +107,8 @@ class IngestSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     max_pdf_pages: int = 500
     pdf_timeout_s: float = 60.0
+    # Address space a PDF's extraction (a killable child process) may add to the server's.
+    pdf_memory_mib: int = 1024
     embed_batch: int = 32
     max_documents: int = 10_000
 

@@ -16,6 +16,17 @@ class HearthError(Exception):
         self.param = param
         self.code = code
 
+    def __reduce__(self) -> tuple:
+        # Pickled with its fields (errors raised in a sandboxed worker cross a process boundary).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[HearthError], message: str, state: dict) -> HearthError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequestError(HearthError):
     status = 400
