@@ -58,6 +58,13 @@ class PayloadTooLargeError(HearthError):
     type = "invalid_request_error"
 
 
+class RequestTimeoutError(HearthError):
+    """A request passed its deadline (its ``timeout``, at most the server's maximum)."""
+
+    status = 408
+    type = "timeout_error"
+
+
 class UnprocessableError(HearthError):
     """The request is well-formed but cannot be served, e.g. a JSON Schema too complex to
     compile."""
