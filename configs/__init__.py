@@ -34,6 +34,8 @@ class ServerSettings:
     airgap: bool = True
     # Seconds a client is told to wait when Hearth is overloaded (Retry-After).
     retry_after_s: int = 2
+    # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
+    sse_write_timeout_s: float = 30.0
     log_level: str = "info"
 
 
@@ -53,6 +55,9 @@ class LLMSettings:
     # Tokens per llama_decode call (decode tokens first, then prompt chunks).
     batch_tokens: int = 512
     max_n: int = 8
+    # Longest a generation may take, queueing included (seconds): the default and the maximum of
+    # a request's ``timeout``; past it the request is aborted with 408 and its slot freed.
+    request_timeout_s: float = 600.0
     # max_tokens when a chat request gives none (completions default to 16, as OpenAI's do).
     default_max_tokens: int = 1024
     # Reuse the KV of a finished sequence whose tokens prefix a new prompt.
@@ -107,6 +112,8 @@ class IngestSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     max_pdf_pages: int = 500
     pdf_timeout_s: float = 60.0
+    # Address space a PDF's extraction (a killable child process) may add to the server's.
+    pdf_memory_mib: int = 1024
     embed_batch: int = 32
     max_documents: int = 10_000
 

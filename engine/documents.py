@@ -46,7 +46,9 @@ class DocumentService:
         self._tokenizer = embedder.tokenizer
         self._chunkers: dict[tuple[int, int], Chunker] = {}
         ing = settings.ingest
-        limits = Limits(ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s)
+        limits = Limits(
+            ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s, ing.pdf_memory_mib << 20
+        )
         self._ingestor = Ingestor(
             db, self._index, self._chunker, embedder.embed, limits, ing.embed_batch
         )

@@ -16,6 +16,17 @@ class HearthError(Exception):
         self.param = param
         self.code = code
 
+    def __reduce__(self) -> tuple:
+        # Pickled with its fields (errors raised in a sandboxed worker cross a process boundary).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[HearthError], message: str, state: dict) -> HearthError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequestError(HearthError):
     status = 400
@@ -45,6 +56,13 @@ class NotFoundError(HearthError):
 class PayloadTooLargeError(HearthError):
     status = 413
     type = "invalid_request_error"
+
+
+class RequestTimeoutError(HearthError):
+    """A request passed its deadline (its ``timeout``, at most the server's maximum)."""
+
+    status = 408
+    type = "timeout_error"
 
 
 class UnprocessableError(HearthError):

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.backends.base import Backend, create_backend
 from engine.errors import (
@@ -30,6 +30,7 @@ from engine.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
+    RequestTimeoutError,
 )
 from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
     from models import ModelCard
 
 log = logging.getLogger(__name__)
+
+
+# Put in a request's queue at its deadline (never a backend output).
+_EXPIRED: Any = object()
 
 
 @dataclasses.dataclass
@@ -226,6 +231,8 @@ class ModelRunner:
         """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone."""
         backend = self._require_ready()
         self.last_used = time.monotonic()
+        timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
         fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
         prompt, stops = self._prompt_of(req)
@@ -244,11 +251,14 @@ class ModelRunner:
         queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
         choices: list[_Choice] = []
         started = time.perf_counter()
+        # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
+        expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
         try:
             self._start_choices(req, prompt, params, queue, backend, choices, fmt)
             async for event in self._collect(req, prompt, params, choices, queue, started):
                 yield event if fmt is None else fmt.observe(event)
         finally:
+            expiry.cancel()
             for c in choices:
                 self._queues.pop(c.seq_id, None)
                 if not c.finished:
@@ -265,6 +275,8 @@ class ModelRunner:
             return self.tokenize_chat(req.messages)
         if req.prompt_tokens is not None:
             ids = list(req.prompt_tokens)
+            if not ids:  # nothing to prefill: the backend would never schedule it
+                raise InvalidRequestError("the prompt is an empty list of tokens", param="prompt")
             self._check_token_ids(ids, "prompt")
             return ids, ()
         ids = self.tokenize_prompt(req.prompt or "", add_special_tokens=req.add_special_tokens)
@@ -332,6 +344,13 @@ class ModelRunner:
         open_choices = len(choices)
         while open_choices:
             out = await queue.get()
+            if out is _EXPIRED:
+                timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
+                raise RequestTimeoutError(
+                    f"the request did not finish within its timeout of {timeout_s:g} s",
+                    param="timeout",
+                    code="request_timeout",
+                )
             choice = by_id.get(out.request_id)
             if choice is None or choice.finished:
                 continue

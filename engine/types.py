@@ -185,6 +185,8 @@ class GenerateRequest:
     # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
     response_format: object | None = None
     add_special_tokens: bool = True
+    # Seconds from submission until the request is aborted (408); None: llm.request_timeout_s.
+    timeout_s: float | None = None
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from litestar.config.cors import CORSConfig
 from configs import Settings
 from engine import Hearth, open_hearth
 from server.auth import TenantAuthMiddleware
+from server.deadlines import write_deadline
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
 from server.routes import admin as admin_routes
@@ -72,7 +73,8 @@ def create_app(
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
-        middleware=[TenantAuthMiddleware],
+        # A slow reader's writes time out (its stream ends, its sequences abort); then auth.
+        middleware=[write_deadline(settings.server.sse_write_timeout_s), TenantAuthMiddleware],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.server.max_body_bytes,

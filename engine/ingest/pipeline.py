@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.errors import HearthError
 from engine.ingest.chunker import Chunker
-from engine.ingest.extract import TEXT, Extracted, Limits, extract
+from engine.ingest.extract import TEXT, Extracted, Limits, extract_isolated
 from engine.ingest.inputs import DocumentInput
 from engine.retrieval import Retriever
 from engine.storage import Collection, Database, Document
@@ -122,7 +122,7 @@ class Ingestor:
 
     def _extract(self, item: DocumentInput) -> Extracted:
         if item.data is not None:
-            return extract(item.data, self.limits, item.filename)
+            return extract_isolated(item.data, self.limits, item.filename)
         return Extracted(TEXT, [item.text or ""])
 
     async def _embed(self, texts: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from engine import (
     OverloadedError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RequestTimeoutError,
     TooManyRequestsError,
     UnprocessableError,
 )
@@ -138,6 +139,7 @@ ERRORS = [
     (PermissionDeniedError("x"), 403, "permission_error", False),
     (NotFoundError("x"), 404, "not_found_error", False),
     (PayloadTooLargeError("x"), 413, "invalid_request_error", False),
+    (RequestTimeoutError("x"), 408, "timeout_error", False),
     (UnprocessableError("x"), 422, "invalid_request_error", False),
     (TooManyRequestsError("x", retry_after=3), 429, "rate_limit_error", True),
     (OverloadedError("x", retry_after=3), 503, "overloaded_error", True),
