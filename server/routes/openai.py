@@ -12,12 +12,13 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError
+from engine import Engine, InvalidRequestError, NotFoundError, Usage
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
+from server.usage import usage_hook
 from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 # ---- models -------------------------------------------------------------------------------
@@ -95,7 +96,9 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    return await respond(
+        request, mapper, metered(timer, events, usage_hook(request)), stream=req.stream
+    )
 
 
 @post("/v1/completions", status_code=200)
@@ -106,7 +109,9 @@ async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    return await respond(
+        request, mapper, metered(timer, events, usage_hook(request)), stream=req.stream
+    )
 
 
 # ---- embeddings -----------------------------------------------------------------------------
@@ -155,6 +160,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
                 )
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
+    usage_hook(request)(Usage(used, 0))
     return {
         "object": "list",
         "data": convert.embedding_data(vectors, req.encoding_format),
