@@ -52,8 +52,9 @@ from engine.types import (
     TopLogprob,
     Usage,
 )
-from models import get_card, verify_model
-from models.chat_templates import ChatMessage, render_chat
+from models import get_card, model_path, verify_model
+from models.chat_templates import ChatMessage
+from models.templates import ChatTemplate, ChatTemplateError, load_template
 
 if TYPE_CHECKING:
     from configs import Settings
@@ -90,6 +91,7 @@ class ModelRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
         self._turn_stop_ids: tuple[int, ...] | None = None
+        self._template: ChatTemplate | None = None
         self._started = False
         # Structured output: compiles response formats, one constraint per choice.
         self.grammar = GrammarSupport()
@@ -163,16 +165,35 @@ class ModelRunner:
         """Tokens ``text`` takes as plain content (special tokens inert, no BOS)."""
         return len(self.backend.tokenize(text, add_bos=False, parse_special=False))
 
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The card's template (built-in or the model file's own), loaded on first use; 400 when
+        the model has none or it cannot be loaded."""
+        if self._template is None:
+            try:
+                path = model_path(self.card, self.settings.models_dir)
+                template = load_template(self.card.chat_template, path)
+            except (ChatTemplateError, OSError) as exc:
+                raise InvalidRequestError(f"model {self.card.id!r}: {exc}", param="model") from None
+            if template is None:
+                raise InvalidRequestError(
+                    f"model {self.card.id!r} has no chat template; use /v1/completions",
+                    param="model",
+                )
+            self._template = template
+        return self._template
+
     def tokenize_chat(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        """Render the card's chat template; content is tokenized with special tokens inert."""
-        if not self.card.chat_template:
-            raise InvalidRequestError(
-                f"model {self.card.id!r} has no chat template; use /v1/completions",
-                param="model",
-            )
-        rendered = render_chat(self.card.chat_template, messages)
+        """Render the card's chat template; content is tokenized with special tokens inert. Stop
+        strings and turn-ending tokens come from the template (a built-in one's markup, or the
+        model's own EOS/end-of-turn tokens)."""
+        try:
+            rendered = self.chat_template.render(messages)
+        except ChatTemplateError as exc:
+            param = "messages" if exc.index is None else f"messages[{exc.index}]"
+            raise InvalidRequestError(str(exc), param=param) from None
         bos = self.backend.bos_token_id
-        ids = [bos] if bos is not None else []
+        ids = [bos] if bos is not None and rendered.add_bos else []
         for seg in rendered.segments:
             ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
         if self._turn_stop_ids is None:  # the template's markup is fixed: resolve it once
@@ -421,7 +442,8 @@ class ModelPool:
     @classmethod
     def from_settings(cls, settings: Settings, backend: Backend | None = None) -> ModelPool:
         """The pool of ``settings.llm.model``; ``backend``: a ready-made one (tests)."""
-        return cls([ModelRunner(settings, get_card(settings.llm.model), backend)])
+        card = get_card(settings.llm.model, data_dir=settings.data_dir)
+        return cls([ModelRunner(settings, card, backend)])
 
     async def start(self) -> None:
         for runner in self._runners.values():

