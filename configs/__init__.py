@@ -153,6 +153,13 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    # Estimated cost in GET /v1/usage: "model=prompt/completion; ..." per million tokens.
+    prices: str = ""
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -163,6 +170,7 @@ class Settings:
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None

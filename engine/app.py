@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from engine.storage import Database
     from engine.tasks.service import TaskService
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Corpus:
     retrieval: RetrievalService
     tenancy: TenancyService
     limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     _exit: contextlib.AsyncExitStack
@@ -77,6 +79,7 @@ class Hearth:
     retrieval: RetrievalService
     tenancy: TenancyService
     limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     rag: RagService
@@ -108,7 +111,9 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
     from engine.sessions import SessionService
     from engine.storage import open_store
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService, parse_prices
 
+    prices = parse_prices(settings.usage.prices)  # a bad price stops start-up, naming it
     stack = contextlib.AsyncExitStack()
     try:
         db = await asyncio.to_thread(
@@ -124,12 +129,14 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         stack.push_async_callback(jobs.close)
         tenancy = await TenancyService.open(db)
         limits = await LimitService.open(Quota(**dataclasses.asdict(settings.limits)), db)
+        usage = UsageService(db, prices, settings.usage.currency)
+        stack.push_async_callback(usage.flush)
         documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
         sessions = SessionService(db)
     except BaseException:
         await stack.aclose()
         raise
-    return Corpus(db, jobs, retrieval, tenancy, limits, documents, sessions, stack)
+    return Corpus(db, jobs, retrieval, tenancy, limits, usage, documents, sessions, stack)
 
 
 async def open_hearth(
@@ -167,6 +174,7 @@ async def open_hearth(
         retrieval=corpus.retrieval,
         tenancy=corpus.tenancy,
         limits=corpus.limits,
+        usage=corpus.usage,
         documents=corpus.documents,
         sessions=corpus.sessions,
         rag=rag,

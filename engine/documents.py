@@ -39,11 +39,11 @@ class DocumentService:
         retrieval: RetrievalService,
         jobs: JobService,
         embedder: TextEmbedder,
-        limits: LimitService | None = None,
+        limit_service: LimitService | None = None,
     ) -> None:
-        """``limits``: the tenants' storage limits, checked before anything is stored."""
+        """``limit_service``: the tenants' storage limits, checked before anything is stored."""
         self.settings = settings
-        self._limits = limits
+        self._limits = limit_service
         self._db = db
         self._index = retrieval.index
         self._jobs = jobs
@@ -54,7 +54,13 @@ class DocumentService:
             ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s, ing.pdf_memory_mib << 20
         )
         self._ingestor = Ingestor(
-            db, self._index, self._chunker, embedder.embed, limits, ing.embed_batch
+            db,
+            self._index,
+            self._chunker,
+            embedder.embed,
+            limits,
+            ing.embed_batch,
+            embedding_model=settings.embeddings.model,
         )
 
     @staticmethod

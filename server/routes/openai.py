@@ -96,9 +96,8 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
-    return await respond(
-        request, mapper, metered(timer, events, usage_hook(request)), stream=req.stream
-    )
+    hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 @post("/v1/completions", status_code=200)
@@ -109,9 +108,8 @@ async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
-    return await respond(
-        request, mapper, metered(timer, events, usage_hook(request)), stream=req.stream
-    )
+    hook = usage_hook(request, "completions", req.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 # ---- embeddings -----------------------------------------------------------------------------
@@ -160,7 +158,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
                 )
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
-    usage_hook(request)(Usage(used, 0))
+    usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return {
         "object": "list",
         "data": convert.embedding_data(vectors, req.encoding_format),
