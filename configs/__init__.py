@@ -139,6 +139,27 @@ class VLLMSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """Per-tenant defaults (0 = unlimited); the admin API overrides them per tenant or key."""
+
+    requests_per_min: int = 1200
+    tokens_per_min: int = 0
+    tokens_per_day: int = 0
+    concurrent_requests: int = 64
+    queued_jobs: int = 16
+    stored_bytes: int = 10 * 1024**3
+    collections: int = 100
+    documents: int = 100_000
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    # Estimated cost in GET /v1/usage: "model=prompt/completion; ..." per million tokens.
+    prices: str = ""
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -148,6 +169,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
@@ -265,7 +288,7 @@ def _check_ranges(section: str, built: object) -> None:
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            low = 0 if f.name in ("port",) else 1
+            low = 0 if f.name in ("port",) or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
             if value < low:

@@ -29,6 +29,7 @@ from engine.errors import (
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
 from engine.ingest.inputs import DocumentInput
+from engine.limits import LIMIT_NAMES, LimitService, Quota, Ticket, check_overrides
 from engine.rag import Citation, RagDone, RagEvent, Refusal, RetrievalOptions, RetrievalStats
 from engine.runner import ModelPool, ModelRunner
 from engine.storage import (
@@ -93,7 +94,12 @@ __all__ = [
     "RetrievalOptions",
     "RetrievalStats",
     "RetrievedChunk",
+    "LIMIT_NAMES",
+    "LimitService",
+    "Quota",
     "RequestTimeoutError",
+    "Ticket",
+    "check_overrides",
     "RetryableError",
     "Rule",
     "SamplingParams",

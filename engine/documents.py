@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from configs import Settings
     from engine.embeddings import TextEmbedder
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ class DocumentService:
         retrieval: RetrievalService,
         jobs: JobService,
         embedder: TextEmbedder,
+        limit_service: LimitService | None = None,
     ) -> None:
+        """``limit_service``: the tenants' storage limits, checked before anything is stored."""
         self.settings = settings
+        self._limits = limit_service
         self._db = db
         self._index = retrieval.index
         self._jobs = jobs
@@ -50,7 +54,13 @@ class DocumentService:
             ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s, ing.pdf_memory_mib << 20
         )
         self._ingestor = Ingestor(
-            db, self._index, self._chunker, embedder.embed, limits, ing.embed_batch
+            db,
+            self._index,
+            self._chunker,
+            embedder.embed,
+            limits,
+            ing.embed_batch,
+            embedding_model=settings.embeddings.model,
         )
 
     @staticmethod
@@ -85,6 +95,8 @@ class DocumentService:
             raise InvalidRequestError(
                 "chunk_overlap must be in 0..chunk_tokens/2", param="chunk_overlap"
             )
+        if self._limits is not None:
+            await self._limits.check_storage(tenant, new_collections=1)
         col = await asyncio.to_thread(
             self._db.corpus.create_collection, tenant, name, tokens, overlap, metadata
         )
@@ -117,6 +129,13 @@ class DocumentService:
         """Validate the inputs now (4xx), then ingest them in a background job."""
         col = await self.get_collection(tenant, collection)
         self._validate(items)
+        if self._limits is not None:
+            await self._limits.check_storage(
+                tenant,
+                new_bytes=sum(item.size for item in items),
+                new_documents=len(items),
+                new_jobs=1,
+            )
         job = await self._jobs.create(tenant, "ingest", col.id, len(items))
         self._jobs.submit(job, lambda report: self._ingest_all(col, list(items), job, report))
         return job

@@ -79,6 +79,8 @@ class RetryableError(HearthError):
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        # Extra response headers (the x-ratelimit-* figures of a 429).
+        self.headers: dict[str, str] = {}
 
 
 class TooManyRequestsError(RetryableError):

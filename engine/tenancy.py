@@ -30,8 +30,20 @@ class TenancyService:
         """The tenant id of ``key``, or None for an unknown or revoked key."""
         return await asyncio.to_thread(self._db.tenants.authenticate, key)
 
+    async def identify(self, key: str) -> tuple[str, str] | None:
+        """(tenant id, key id) of ``key``, or None for an unknown or revoked key."""
+        return await asyncio.to_thread(self._db.tenants.identify, key)
+
     async def create_tenant(self, name: str) -> Tenant:
         return await asyncio.to_thread(self._db.tenants.create, name)
+
+    async def get_tenant(self, tenant: str) -> Tenant:
+        """By id or name; 404 when there is none."""
+        return await asyncio.to_thread(self._db.tenants.get, tenant)
+
+    async def get_key(self, key_id: str) -> ApiKey:
+        """404 when there is none."""
+        return await asyncio.to_thread(self._db.tenants.get_key, key_id)
 
     async def list_tenants(self) -> list[Tenant]:
         return await asyncio.to_thread(self._db.tenants.list)

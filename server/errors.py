@@ -42,6 +42,7 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 def hearth_error_response(exc: HearthError) -> Response:
     headers = {}
     if isinstance(exc, RetryableError):
+        headers.update(exc.headers)
         headers["Retry-After"] = str(max(1, int(exc.retry_after)))
     if exc.status >= 500:
         log.error("%s: %s", type(exc).__name__, exc.message)

@@ -53,6 +53,8 @@ class Ingestor:
         embed: EmbedFn,
         limits: Limits,
         embed_batch: int = 32,
+        *,
+        embedding_model: str = "",
     ) -> None:
         self.db = db
         self.retriever = retriever
@@ -60,6 +62,7 @@ class Ingestor:
         self.embed = embed
         self.limits = limits
         self.embed_batch = embed_batch
+        self.embedding_model = embedding_model  # named in the usage rows
 
     async def ingest(
         self, collection: Collection, item: DocumentInput, index: int, job_id: str | None
@@ -117,6 +120,7 @@ class Ingestor:
             "ingest",
             prompt_tokens=sum(c.n_tokens for c in plan.chunks),
             items=len(plan.chunks),
+            model=self.embedding_model,
         )
         return len(plan.chunks)
 

@@ -135,6 +135,10 @@ class TaskService:
 
     async def _record(self, tenant: str, task: str, **figures: Any) -> None:
         await asyncio.to_thread(self._repo().record_usage, tenant, task, **figures)
+        # The ledger of every route, by day and model (tasks run on the server's generator).
+        await asyncio.to_thread(
+            self._db.usage.record, tenant, f"task:{task}", model=self.engine.card.id, **figures
+        )
 
     async def embed(self, texts: list[str], encoder: str | None = None) -> np.ndarray:
         """Embeddings with ``encoder`` (a card id; None: the server's embedding model)."""

@@ -12,12 +12,13 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError
+from engine import Engine, InvalidRequestError, NotFoundError, Usage
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
+from server.usage import usage_hook
 from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 # ---- models -------------------------------------------------------------------------------
@@ -95,7 +96,8 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 @post("/v1/completions", status_code=200)
@@ -106,7 +108,8 @@ async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "completions", req.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 # ---- embeddings -----------------------------------------------------------------------------
@@ -155,6 +158,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
                 )
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
+    usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return {
         "object": "list",
         "data": convert.embedding_data(vectors, req.encoding_format),
