@@ -81,7 +81,9 @@ def test_admission_comes_before_any_work(tenants: Tenants) -> None:
     submitted = len(tenants.parts.backend.submitted)
     # Over the limit, not even the body is read: an invalid one is a 429, not a 400.
     r = tenants.client.post(
-        "/v1/chat/completions", content=b"{not json", headers=tenants.auth("a1")
+        "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json", **tenants.auth("a1")},
     )
     assert r.status_code == 429
     assert len(tenants.parts.backend.submitted) == submitted
