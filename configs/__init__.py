@@ -36,6 +36,11 @@ class ServerSettings:
     retry_after_s: int = 2
     # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
     sse_write_timeout_s: float = 30.0
+    # Open mode (no keys): Host names answered ("*": any) and web origins allowed (CORS too).
+    allowed_hosts: str = "localhost,127.0.0.1,::1,testclient"
+    cors_origins: str = ""
+    # Serve with no keys on a non-loopback address (refused otherwise).
+    insecure_open: bool = False
     log_level: str = "info"
 
 

@@ -17,6 +17,7 @@ from engine.ingest.chunker import Chunker
 from engine.ingest.extract import Limits, sniff
 from engine.ingest.inputs import DocumentInput
 from engine.ingest.pipeline import Ingestor, ItemResult
+from engine.lru import LRU
 from engine.storage import Chunk, Collection, Database, Document, Job
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from engine.retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
+
+CACHED_CHUNKERS = 16  # one per (chunk_tokens, chunk_overlap) in use
 
 __all__ = ["DocumentInput", "DocumentService"]
 
@@ -48,7 +51,7 @@ class DocumentService:
         self._index = retrieval.index
         self._jobs = jobs
         self._tokenizer = embedder.tokenizer
-        self._chunkers: dict[tuple[int, int], Chunker] = {}
+        self._chunkers: LRU[tuple[int, int], Chunker] = LRU(CACHED_CHUNKERS)
         ing = settings.ingest
         limits = Limits(
             ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s, ing.pdf_memory_mib << 20

@@ -327,7 +327,9 @@ class ModelRunner:
             constraint: TokenConstraint | None = fmt.new_constraint() if fmt else None
             self._queues[seq_id] = queue
             choices.append(_Choice(i, seq_id, IncrementalText(params.stop)))
-            backend.submit(BackendRequest(seq_id, list(prompt), p, eos, constraint))
+            backend.submit(
+                BackendRequest(seq_id, list(prompt), p, eos, constraint, cache_salt=req.tenant)
+            )
 
     async def _collect(
         self,

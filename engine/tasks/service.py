@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import InvalidRequestError, NotFoundError
+from engine.lru import LRU
 from engine.storage.tenants import check_name
 from engine.tasks import classify as cls
 from engine.tasks.analyze import TASKS, Analyzer, content_hash, strip_meta
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 #: Training sets larger than this run as a background job (202 + job id).
 TRAIN_JOB_THRESHOLD = 2000
+# Classifiers kept loaded (stored ones, and ones trained from a workflow's inline examples).
+CACHED_CLASSIFIERS = 64
+CACHED_INLINE_CLASSIFIERS = 32
 MAX_EXAMPLES = 50_000
 MAX_BATCH = 64
 EMBED_BATCH = 256
@@ -114,8 +118,10 @@ class TaskService:
         self.llm: TaskLLM = llm or EngineLLM(engine)
         self.repo = TaskRepo(db.store)
         self.seeds: dict[str, WorkflowSpec] = seed_workflows()
-        self._classifiers: dict[tuple[str, str, int], cls.Classifier] = {}
-        self._inline: dict[str, cls.Classifier] = {}  # workflow examples hash -> classifier
+        # Loaded classifiers, bounded: a tenant with many costs reloads, not memory.
+        self._classifiers: LRU[tuple[str, str, int], cls.Classifier] = LRU(CACHED_CLASSIFIERS)
+        # Workflow examples hash (tenant included) -> classifier trained from them.
+        self._inline: LRU[str, cls.Classifier] = LRU(CACHED_INLINE_CLASSIFIERS)
 
     @classmethod
     async def open(
@@ -386,7 +392,9 @@ class TaskService:
             return await self._load(tenant, step.classifier, None)
         if not step.examples:
             return cls.llm_classifier(spec.name, list(step.labels), step.labels, rules=step.rules)
-        key = hashlib.sha256(json.dumps(spec.to_dict()["classify"], sort_keys=True).encode())
+        # Per tenant: another tenant's training (and its timing) is never reused.
+        classify = json.dumps(spec.to_dict()["classify"], sort_keys=True)
+        key = hashlib.sha256(f"{tenant}\n{classify}".encode())
         digest = key.hexdigest()
         if digest not in self._inline:
             embeddings = await self.embed([e.text for e in step.examples])

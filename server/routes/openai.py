@@ -7,6 +7,7 @@ which owns the response shape, SSE and the request's metrics.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -88,6 +89,9 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
     hearth = services(request)
     req = await read_body(request, ChatCompletionRequest)
     call = convert.chat_call(hearth.engine, req)
+    call = dataclasses.replace(
+        call, generate=dataclasses.replace(call.generate, tenant=tenant_of(request))
+    )
     if call.retrieval is None:
         events = hearth.engine.generate(call.generate)
     else:
@@ -104,7 +108,10 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
 async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     engine = services(request).engine
     req = await read_body(request, CompletionRequest)
-    generates = convert.completion_calls(engine, req)
+    tenant = tenant_of(request)
+    generates = [
+        dataclasses.replace(g, tenant=tenant) for g in convert.completion_calls(engine, req)
+    ]
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)

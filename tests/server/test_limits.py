@@ -81,7 +81,9 @@ def test_admission_comes_before_any_work(tenants: Tenants) -> None:
     submitted = len(tenants.parts.backend.submitted)
     # Over the limit, not even the body is read: an invalid one is a 429, not a 400.
     r = tenants.client.post(
-        "/v1/chat/completions", content=b"{not json", headers=tenants.auth("a1")
+        "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json", **tenants.auth("a1")},
     )
     assert r.status_code == 429
     assert len(tenants.parts.backend.submitted) == submitted
@@ -153,3 +155,15 @@ def test_concurrency_limit_and_windows() -> None:
     assert err.value.code == "requests_per_min" and 1 <= err.value.retry_after <= 60
     now[0] += 60  # the next minute
     limits.admit("t").release()
+
+
+def test_cross_tenant_figures_are_for_the_admin_only(tenants: Tenants) -> None:
+    c = tenants.client
+    assert tenants.chat("a1").status_code == 200
+    assert c.get("/metrics", headers=tenants.auth("b1")).status_code == 401
+    scraped = c.get("/metrics", headers=ADMIN)
+    assert scraped.status_code == 200 and "hearth_requests_total" in scraped.text
+    public = c.get("/ready", headers=tenants.auth("b1")).json()
+    assert public["status"] == "ready" and "stats" not in public
+    assert "inflight_sequences" not in public
+    assert "stats" in c.get("/ready", headers=ADMIN).json()
