@@ -8,7 +8,9 @@ Tasks (one JSON Lines file each, ``<data>/<task>.jsonl``; ``benchmarks/data/eval
   user turn, unconstrained: how well the model follows it alone).
 - ``rag``: an answer from numbered context blocks that cites the right block
   (``{"question", "blocks", "answer_block", "answer_contains"}``), with Hearth's RAG instruction
-  and block format; also the share of answers that contain the expected fact.
+  and block format. Correct: the blocks Hearth would cite (the answer's [n] markers, else the block
+  it quotes at least four words of, as ``engine/rag.py`` does) are exactly the right one; also the
+  share with the right marker written by the model, and of answers that contain the fact.
 - ``classify``: zero-shot choice of one label (``{"text", "labels", "label"}``).
 - ``follow``: short instructions whose result a rule checks (``{"prompt", "check", "arg"}``).
 
@@ -109,15 +111,42 @@ def rag_prompts(example: dict[str, Any]) -> dict[str, Prompt]:
     content = f"{context}\n\n{INSTRUCTION}\n\nQuestion: {example['question']}"
 
     def score(output: str) -> dict[str, float]:
-        cited = [int(n) for n in re.findall(r"\[(\d{1,2})\]", output)]
         right = example["answer_block"]
+        markers = [int(n) for n in re.findall(r"\[(\d{1,2})\]", output)]
+        cited = markers or _quoted_blocks(output, example["blocks"])
         contains = any(a.lower() in output.lower() for a in example["answer_contains"])
         return {
-            "correct": float(right in cited and all(n == right for n in cited)),
+            "correct": float(bool(cited) and all(n == right for n in cited)),
+            "marker": float(bool(markers) and all(n == right for n in markers)),
             "answer": float(contains),
         }
 
     return {"chat": Prompt([{"role": "user", "content": content}], None, 64, score)}
+
+
+def _quoted_blocks(answer: str, blocks: Sequence[str]) -> list[int]:
+    """What Hearth cites when an answer has no [n] marker (engine/rag.py): the block sharing the
+    longest run of at least ``MIN_SPAN_WORDS`` words with the answer."""
+    from engine.rag import MIN_SPAN_WORDS
+
+    words = re.findall(r"\w+", answer.lower())
+    best, chosen = 0, []
+    for number, block in enumerate(blocks, start=1):
+        b = re.findall(r"\w+", block.lower())
+        run = max(
+            (k for i in range(len(b)) for j in range(len(words)) for k in [_run(b, i, words, j)]),
+            default=0,
+        )
+        if run >= MIN_SPAN_WORDS and run > best:
+            best, chosen = run, [number]
+    return chosen
+
+
+def _run(a: Sequence[str], i: int, b: Sequence[str], j: int) -> int:
+    n = 0
+    while i + n < len(a) and j + n < len(b) and a[i + n] == b[j + n]:
+        n += 1
+    return n
 
 
 def classify_prompts(example: dict[str, Any]) -> dict[str, Prompt]:
