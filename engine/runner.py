@@ -32,6 +32,7 @@ from engine.errors import (
     OverloadedError,
     RequestTimeoutError,
 )
+from engine.fairness import FairQueue
 from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
 from engine.types import (
@@ -81,6 +82,8 @@ class ModelRunner:
 
     Admission: at most ``llm.max_running + llm.max_waiting`` sequences in flight; beyond that a
     request is refused with 503 + Retry-After (``OverloadedError``) before anything is submitted.
+    At most ``llm.max_running`` are submitted to the backend; the others wait in per-tenant
+    queues served round-robin (``engine.fairness.FairQueue``), within their deadline.
     """
 
     def __init__(self, settings: Settings, card: ModelCard, backend: Backend | None = None):
@@ -90,6 +93,9 @@ class ModelRunner:
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
+        # Room in the batch, granted per tenant in turn (requests past it wait here, not in
+        # the backend's FIFO).
+        self._fair = FairQueue(settings.llm.max_running)
         self._turn_stop_ids: tuple[int, ...] | None = None
         self._template: ChatTemplate | None = None
         self._started = False
@@ -253,7 +259,9 @@ class ModelRunner:
         started = time.perf_counter()
         # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
         expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
+        room = 0
         try:
+            room = await self._turn(req, deadline)  # per-tenant round-robin for batch room
             self._start_choices(req, prompt, params, queue, backend, choices, fmt)
             async for event in self._collect(req, prompt, params, choices, queue, started):
                 yield event if fmt is None else fmt.observe(event)
@@ -263,6 +271,8 @@ class ModelRunner:
                 self._queues.pop(c.seq_id, None)
                 if not c.finished:
                     backend.abort(c.seq_id)
+            if room:
+                self._fair.release(room)
             self._inflight -= req.n  # admitted as a whole, released as a whole
 
     def _require_ready(self) -> Backend:
@@ -294,6 +304,19 @@ class ModelRunner:
                 "completion). Please reduce the prompt or max_tokens.",
                 param=param,
             )
+
+    async def _turn(self, req: GenerateRequest, deadline: float) -> int:
+        """Wait for the request's turn in the batch (``FairQueue``), within its deadline."""
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._fair.acquire(req.tenant, req.n), max(left, 0))
+        except TimeoutError:
+            raise RequestTimeoutError(
+                "the request waited for its turn past its timeout "
+                f"of {req.timeout_s or self.settings.llm.request_timeout_s:g} s",
+                param="timeout",
+                code="request_timeout",
+            ) from None
 
     def _admit(self, n: int) -> None:
         cfg = self.settings.llm
