@@ -228,6 +228,7 @@ async def evaluate_model(
     settings = load_settings("cpu", overrides={"llm": {"model": model, "max_model_len": 4096}})
     rows = []
     async with started_engine(settings) as engine:
+        rows.append(await _speed_row(engine, model, settings))
         for task in tasks:
             examples = load_set(data_dir, task)[:limit]
             totals: dict[str, dict[str, float]] = {}
@@ -265,6 +266,56 @@ async def evaluate_model(
     return rows
 
 
+SPEED_TOKENS = 128
+SPEED_RUNS = 3
+
+
+async def _speed_row(engine: Any, model: str, settings: Any) -> dict[str, Any]:
+    """Single-stream decode speed: a short chat prompt, ``SPEED_TOKENS`` tokens (EOS ignored),
+    the median of ``SPEED_RUNS`` runs after one warm-up; prompt time excluded."""
+    from engine.types import ChoiceDelta, GenerateRequest, SamplingParams
+    from models.chat_templates import ChatMessage
+
+    async def once() -> float:
+        req = GenerateRequest(
+            request_id=f"eval-speed-{uuid.uuid4().hex[:8]}",
+            model=model,
+            params=SamplingParams(
+                max_tokens=SPEED_TOKENS, temperature=0.0, ignore_eos=True, min_tokens=SPEED_TOKENS
+            ),
+            messages=[ChatMessage("user", "Tell me a long story about a lighthouse keeper.")],
+        )
+        first = last = None
+        n = 0
+        async for event in engine.generate(req):
+            if isinstance(event, ChoiceDelta) and event.token_ids:
+                now = time.perf_counter()
+                first = first if first is not None else now
+                last, n = now, n + len(event.token_ids)
+        return (n - 1) / (last - first) if first is not None and last and n > 1 else 0.0
+
+    await once()
+    speeds = sorted([await once() for _ in range(SPEED_RUNS)])
+    return result_row(
+        "eval",
+        model=model,
+        backend=settings.llm.backend,
+        settings={
+            "task": "speed",
+            "variant": "decode",
+            "tokens": SPEED_TOKENS,
+            "runs": SPEED_RUNS,
+            "n_threads": settings.llm.n_threads,
+        },
+        figures={
+            "correct": None,
+            "decode_tokens_per_s": round(speeds[len(speeds) // 2], 1),
+            "n": SPEED_RUNS,
+            "tokens_per_s": round(speeds[len(speeds) // 2], 1),
+        },
+    )
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: one line per model × task × variant."""
     lines = [
@@ -273,14 +324,17 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for r in rows:
         f, s = r["figures"], r["settings"]
-        other = ", ".join(
-            f"{k} {v}" for k, v in f.items() if k not in ("correct", "n", "tokens_per_s", "seconds")
-        )
+        skip = ("correct", "n", "tokens_per_s", "seconds", "decode_tokens_per_s")
+        other = ", ".join(f"{k} {v}" for k, v in f.items() if k not in skip)
         lines.append(
-            f"| {r['model']} | {s['task']} | {s['variant']} | {f['correct']:.2f} | {other} | "
-            f"{f['n']} | {f['tokens_per_s']} |"
+            f"| {r['model']} | {s['task']} | {s['variant']} | {_accuracy(f['correct'])} | "
+            f"{other} | {f['n']} | {f['tokens_per_s']} |"
         )
     return "\n".join(lines)
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def run(args: Any) -> int:
