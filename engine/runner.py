@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 # Put in a request's queue at its deadline (never a backend output).
 _EXPIRED: Any = object()
+# Put in every request's queue when the backend's step loop died.
+_DEAD: Any = object()
+SUPERVISE_S = 0.5  # how often the step loop is checked
 
 
 @dataclasses.dataclass
@@ -102,6 +105,9 @@ class ModelRunner:
         # Structured output: compiles response formats, one constraint per choice.
         self.grammar = GrammarSupport()
         self.last_used = time.monotonic()
+        self._owns_backend = backend is None  # a crashed one is replaced by a fresh one
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0  # step loops that died and were restarted
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -118,13 +124,43 @@ class ModelRunner:
             self._backend = create_backend(self.settings, self.card)
         await asyncio.to_thread(self._backend.start, self._on_outputs)
         self._started = True
+        self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.card.id}")
         log.info("model ready: %s on %s", self.card.id, self._backend.name)
 
     async def close(self) -> None:
         self._started = False
+        if self._watch is not None:
+            self._watch.cancel()
         self.grammar.close()
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
+
+    async def _supervise(self) -> None:
+        """Watch the backend's step loop. If it dies, the requests in flight fail with 503 (they
+        would wait forever) and a fresh backend is started (``ready`` is False meanwhile)."""
+        while self._started:
+            await asyncio.sleep(SUPERVISE_S)
+            backend = self._backend
+            if not self._started or backend is None or backend.is_stepping():
+                continue
+            self.restarts += 1
+            queues = {id(q): q for q in self._queues.values()}  # one per request
+            log.error(
+                "the %s step loop of %s stopped: failing %d request(s), restarting it",
+                backend.name,
+                self.card.id,
+                len(queues),
+            )
+            for queue in queues.values():
+                queue.put_nowait(_DEAD)
+            try:
+                await asyncio.to_thread(backend.close)
+                if self._owns_backend:
+                    self._backend = create_backend(self.settings, self.card)
+                await asyncio.to_thread(self._backend.start, self._on_outputs)  # type: ignore[union-attr]
+                log.info("model %s restarted on %s", self.card.id, self._backend.name)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - tried again at the next check
+                log.exception("restarting %s failed", self.card.id)
 
     @property
     def ready(self) -> bool:
@@ -369,6 +405,12 @@ class ModelRunner:
         open_choices = len(choices)
         while open_choices:
             out = await queue.get()
+            if out is _DEAD:
+                raise OverloadedError(
+                    "the model's step loop stopped and is being restarted; retry shortly",
+                    retry_after=self.settings.server.retry_after_s,
+                    code="engine_restarting",
+                )
             if out is _EXPIRED:
                 timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
                 raise RequestTimeoutError(
