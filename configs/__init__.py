@@ -42,6 +42,8 @@ class ServerSettings:
     # Serve with no keys on a non-loopback address (refused otherwise).
     insecure_open: bool = False
     log_level: str = "info"
+    # "text" or "json" (one object per line, with the request id; never prompt text).
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from engine.types import (
     RetrievedChunk,
     SamplingParams,
     Usage,
+    current_tenant,
 )
 
 __all__ = [
@@ -100,6 +101,7 @@ __all__ = [
     "RequestTimeoutError",
     "Ticket",
     "check_overrides",
+    "current_tenant",
     "RetryableError",
     "Rule",
     "SamplingParams",

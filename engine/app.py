@@ -161,7 +161,9 @@ async def open_hearth(
         corpus = await open_corpus(settings, engine.embedder)
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
-        tasks = await TaskService.open(engine, corpus.db, corpus.jobs, corpus.documents)
+        tasks = await TaskService.open(
+            engine, corpus.db, corpus.jobs, corpus.documents, limits=corpus.limits
+        )
     except BaseException:
         await stack.aclose()
         raise

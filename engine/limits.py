@@ -226,6 +226,17 @@ class LimitService:
             headers = _headers(scopes[-1][1], counters[-1], now)
         return Ticket(headers, counters, self._lock, self._clock)
 
+    def charge(self, tenant: str, tokens: int) -> None:
+        """Charge tokens used outside an admitted request's ticket (task pipelines) to the
+        tenant's minute and day."""
+        if tokens <= 0:
+            return
+        with self._lock:
+            c = self._counters.setdefault(tenant, _Counters())
+            c.roll(self._clock())
+            c.tokens += tokens
+            c.day_tokens += tokens
+
     # ---- storage -----------------------------------------------------------------------------
 
     async def check_storage(

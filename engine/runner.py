@@ -32,6 +32,7 @@ from engine.errors import (
     OverloadedError,
     RequestTimeoutError,
 )
+from engine.fairness import FairQueue
 from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
 from engine.types import (
@@ -65,6 +66,9 @@ log = logging.getLogger(__name__)
 
 # Put in a request's queue at its deadline (never a backend output).
 _EXPIRED: Any = object()
+# Put in every request's queue when the backend's step loop died.
+_DEAD: Any = object()
+SUPERVISE_S = 0.5  # how often the step loop is checked
 
 
 @dataclasses.dataclass
@@ -81,6 +85,8 @@ class ModelRunner:
 
     Admission: at most ``llm.max_running + llm.max_waiting`` sequences in flight; beyond that a
     request is refused with 503 + Retry-After (``OverloadedError``) before anything is submitted.
+    At most ``llm.max_running`` are submitted to the backend; the others wait in per-tenant
+    queues served round-robin (``engine.fairness.FairQueue``), within their deadline.
     """
 
     def __init__(self, settings: Settings, card: ModelCard, backend: Backend | None = None):
@@ -90,12 +96,18 @@ class ModelRunner:
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
+        # Room in the batch, granted per tenant in turn (requests past it wait here, not in
+        # the backend's FIFO).
+        self._fair = FairQueue(settings.llm.max_running)
         self._turn_stop_ids: tuple[int, ...] | None = None
         self._template: ChatTemplate | None = None
         self._started = False
         # Structured output: compiles response formats, one constraint per choice.
         self.grammar = GrammarSupport()
         self.last_used = time.monotonic()
+        self._owns_backend = backend is None  # a crashed one is replaced by a fresh one
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0  # step loops that died and were restarted
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -112,13 +124,43 @@ class ModelRunner:
             self._backend = create_backend(self.settings, self.card)
         await asyncio.to_thread(self._backend.start, self._on_outputs)
         self._started = True
+        self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.card.id}")
         log.info("model ready: %s on %s", self.card.id, self._backend.name)
 
     async def close(self) -> None:
         self._started = False
+        if self._watch is not None:
+            self._watch.cancel()
         self.grammar.close()
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
+
+    async def _supervise(self) -> None:
+        """Watch the backend's step loop. If it dies, the requests in flight fail with 503 (they
+        would wait forever) and a fresh backend is started (``ready`` is False meanwhile)."""
+        while self._started:
+            await asyncio.sleep(SUPERVISE_S)
+            backend = self._backend
+            if not self._started or backend is None or backend.is_stepping():
+                continue
+            self.restarts += 1
+            queues = {id(q): q for q in self._queues.values()}  # one per request
+            log.error(
+                "the %s step loop of %s stopped: failing %d request(s), restarting it",
+                backend.name,
+                self.card.id,
+                len(queues),
+            )
+            for queue in queues.values():
+                queue.put_nowait(_DEAD)
+            try:
+                await asyncio.to_thread(backend.close)
+                if self._owns_backend:
+                    self._backend = create_backend(self.settings, self.card)
+                await asyncio.to_thread(self._backend.start, self._on_outputs)  # type: ignore[union-attr]
+                log.info("model %s restarted on %s", self.card.id, self._backend.name)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - tried again at the next check
+                log.exception("restarting %s failed", self.card.id)
 
     @property
     def ready(self) -> bool:
@@ -253,7 +295,9 @@ class ModelRunner:
         started = time.perf_counter()
         # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
         expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
+        room = 0
         try:
+            room = await self._turn(req, deadline)  # per-tenant round-robin for batch room
             self._start_choices(req, prompt, params, queue, backend, choices, fmt)
             async for event in self._collect(req, prompt, params, choices, queue, started):
                 yield event if fmt is None else fmt.observe(event)
@@ -263,6 +307,8 @@ class ModelRunner:
                 self._queues.pop(c.seq_id, None)
                 if not c.finished:
                     backend.abort(c.seq_id)
+            if room:
+                self._fair.release(room)
             self._inflight -= req.n  # admitted as a whole, released as a whole
 
     def _require_ready(self) -> Backend:
@@ -294,6 +340,19 @@ class ModelRunner:
                 "completion). Please reduce the prompt or max_tokens.",
                 param=param,
             )
+
+    async def _turn(self, req: GenerateRequest, deadline: float) -> int:
+        """Wait for the request's turn in the batch (``FairQueue``), within its deadline."""
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._fair.acquire(req.tenant, req.n), max(left, 0))
+        except TimeoutError:
+            raise RequestTimeoutError(
+                "the request waited for its turn past its timeout "
+                f"of {req.timeout_s or self.settings.llm.request_timeout_s:g} s",
+                param="timeout",
+                code="request_timeout",
+            ) from None
 
     def _admit(self, n: int) -> None:
         cfg = self.settings.llm
@@ -346,6 +405,12 @@ class ModelRunner:
         open_choices = len(choices)
         while open_choices:
             out = await queue.get()
+            if out is _DEAD:
+                raise OverloadedError(
+                    "the model's step loop stopped and is being restarted; retry shortly",
+                    retry_after=self.settings.server.retry_after_s,
+                    code="engine_restarting",
+                )
             if out is _EXPIRED:
                 timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
                 raise RequestTimeoutError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,11 @@ class GenerationDone:
 
 
 GenerationEvent = ChoiceDelta | GenerationDone
+
+
+# The tenant being served, for engine calls made on its behalf that do not name it (task
+# pipelines): the server sets it per request; engine code reads it with ``current_tenant.get()``.
+current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("hearth_tenant", default="")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from server.browser import browser_guard, names, open_mode_refusal
 from server.deadlines import write_deadline
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
+from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import documents as document_routes
 from server.routes import openai as openai_routes
@@ -77,6 +78,7 @@ def create_app(
         # A slow reader's writes time out (its stream ends, its sequences abort); browser
         # safety (Host, Origin, Content-Type); then auth and admission by the tenant's limits.
         middleware=[
+            RequestIds,  # X-Request-Id in and out, the access log
             write_deadline(settings.server.sse_write_timeout_s),
             browser_guard(settings.server.allowed_hosts, settings.server.cors_origins),
             TenantAuthMiddleware,

@@ -28,7 +28,7 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from engine import TooManyRequestsError
+from engine import TooManyRequestsError, current_tenant
 from server.state import state_of
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class TenantAuthMiddleware:
             await _reply(send, *error)
             return
         state = scope.get("state", {})
+        if "tenant" in state:  # engine work done on the tenant's behalf knows whose it is
+            current_tenant.set(state["tenant"])
         if "tenant" not in state or scope.get("method") not in _ADMITTED_METHODS:
             await self.app(scope, receive, send)
             return

@@ -123,6 +123,7 @@ def _serve(settings: Settings) -> int:
 
     from server import airgap
     from server.app import create_app
+    from server.requestlog import configure_logging
 
     for model_id in (settings.llm.model, settings.embeddings.model):
         card = get_card(model_id, data_dir=settings.data_dir)
@@ -130,6 +131,7 @@ def _serve(settings: Settings) -> int:
     if settings.server.airgap:
         airgap.install()
     _pin_threads(settings)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     app = create_app(settings)
     log.info(
         "Hearth on http://%s:%d (profile %s, data %s)",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from engine.documents import DocumentService
     from engine.engine import Engine
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.storage import Database, Document, Job
 
 logger = logging.getLogger(__name__)
@@ -109,10 +110,12 @@ class TaskService:
         jobs: JobService,
         documents: DocumentService,
         llm: TaskLLM | None = None,
+        limits: LimitService | None = None,
     ) -> None:
         """Use :meth:`open` (it migrates the ``tasks`` tables first)."""
         self.engine = engine
         self.documents = documents
+        self.limits = limits  # the tenants' token limits: task tokens are charged to them
         self._db = db
         self._jobs = jobs
         self.llm: TaskLLM = llm or EngineLLM(engine)
@@ -131,10 +134,11 @@ class TaskService:
         jobs: JobService,
         documents: DocumentService,
         llm: TaskLLM | None = None,
+        limits: LimitService | None = None,
     ) -> TaskService:
         """Apply the ``tasks`` migrations to the store, then build the service."""
         await asyncio.to_thread(db.store.migrate)
-        return cls(engine, db, jobs, documents, llm)
+        return cls(engine, db, jobs, documents, llm, limits)
 
     def _repo(self) -> TaskRepo:
         return self.repo
@@ -145,6 +149,9 @@ class TaskService:
         await asyncio.to_thread(
             self._db.usage.record, tenant, f"task:{task}", model=self.engine.card.id, **figures
         )
+        if self.limits is not None:  # the tenant's tokens per minute and per day
+            used = figures.get("prompt_tokens", 0) + figures.get("completion_tokens", 0)
+            self.limits.charge(tenant, int(used))
 
     async def embed(self, texts: list[str], encoder: str | None = None) -> np.ndarray:
         """Embeddings with ``encoder`` (a card id; None: the server's embedding model)."""

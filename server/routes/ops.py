@@ -16,9 +16,18 @@ from server.wire import DetokenizeRequest, TokenizeRequest
 
 
 @get("/health")
-async def health() -> dict[str, str]:
-    """Alive: the process answers. Says nothing about the models (see /ready)."""
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str]:
+    """Alive: the process answers; ``engine`` says where the models stand: ``starting``,
+    ``ready``, ``recovering`` (a step loop died and is being restarted) or ``failed``."""
+    state = state_of(request.app)
+    hearth = state.hearth
+    if state.start_error is not None:
+        engine = "failed"
+    elif hearth is None:
+        engine = "starting"
+    else:
+        engine = "ready" if hearth.ready else "recovering"
+    return {"status": "ok", "engine": engine}
 
 
 @get("/ready")
