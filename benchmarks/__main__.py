@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=2)
     e = sub.add_parser("eval", help="accuracy of models on Hearth's tasks (labelled sets)")
     e.add_argument("--models", required=True, help="card ids, comma-separated")
-    e.add_argument("--tasks", default="extract,rag,classify,follow")
+    e.add_argument("--tasks", default="speed,extract,rag,classify,follow")
     e.add_argument(
         "--data", type=Path, default=EVAL_DATA, help="folder of <task>.jsonl labelled sets"
     )

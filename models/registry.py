@@ -66,24 +66,27 @@ def _cards_dir(data_dir: Path | None) -> Path:
 # ---- reading --------------------------------------------------------------------------------
 
 
-_cache: dict[Path, tuple[int, dict[str, ModelCard]]] = {}
+_Stamp = tuple[tuple[str, int, int], ...]
+_cache: dict[Path, tuple[_Stamp, dict[str, ModelCard]]] = {}
 
 
 def user_cards(data_dir: Path | None = None) -> dict[str, ModelCard]:
-    """The user's cards by id (re-read when the cards folder changes)."""
+    """The user's cards by id, re-read when a card file is added, removed or rewritten (name,
+    mtime and size of each: a folder's own mtime can miss two changes within one clock tick)."""
     folder = _cards_dir(data_dir).resolve()
+    paths = sorted(folder.glob("*.toml"))
     try:
-        stamp = folder.stat().st_mtime_ns
-    except FileNotFoundError:
-        return {}
+        stamp = tuple((p.name, (s := p.stat()).st_mtime_ns, s.st_size) for p in paths)
+    except FileNotFoundError:  # removed while listing: read again next time
+        stamp = ()
     cached = _cache.get(folder)
-    if cached is not None and cached[0] == stamp:
+    if cached is not None and cached[0] == stamp and stamp:
         return cached[1]
     cards = {}
-    for path in sorted(folder.glob("*.toml")):
+    for path in paths:
         try:
             card = _read_user_card(path)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OSError) as exc:
             log.warning("skipping model card %s: %s", path, exc)
             continue
         cards[card.id] = card

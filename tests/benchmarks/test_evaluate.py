@@ -35,9 +35,9 @@ def test_rag_needs_the_right_block_cited() -> None:
     score = BUILDERS["rag"](example)["chat"].score
     right, fact = example["answer_block"], example["answer_contains"][0]
     other = 1 if right != 1 else 2
-    assert score(f"It opens at {fact} [{right}].") == {"correct": 1.0, "answer": 1.0}
+    assert score(f"It opens at {fact} [{right}].") == {"correct": 1.0, "marker": 1.0, "answer": 1.0}
     assert score(f"It opens at {fact} [{other}].")["correct"] == 0.0
-    assert score(f"It opens at {fact}.")["correct"] == 0.0  # no citation
+    assert score(f"{fact}.")["correct"] == 0.0  # no marker, nothing quoted: nothing cited
 
 
 def test_classify_takes_the_first_label_named() -> None:
@@ -72,3 +72,16 @@ def test_table_has_a_row_per_result() -> None:
         "figures": {"correct": 0.5, "answer": 0.7, "n": 10, "tokens_per_s": 20.0, "seconds": 3},
     }
     assert "| m | rag | chat | 0.50 | answer 0.7 | 10 | 20.0 |" in table([row])
+
+
+def test_rag_without_marker_cites_the_quoted_block() -> None:
+    example = {
+        "question": "q",
+        "blocks": ["The office opens at eight every weekday.", "Lunch is served at noon daily."],
+        "answer_block": 2,
+        "answer_contains": ["noon"],
+    }
+    score = BUILDERS["rag"](example)["chat"].score
+    assert score("Lunch is served at noon.") == {"correct": 1.0, "marker": 0.0, "answer": 1.0}
+    assert score("The office opens at eight.")["correct"] == 0.0
+    assert score("Noon.")["correct"] == 0.0  # too short a quote to cite anything
