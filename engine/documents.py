@@ -137,7 +137,6 @@ class DocumentService:
                 tenant,
                 new_bytes=sum(item.size for item in items),
                 new_documents=len(items),
-                new_jobs=1,
             )
         job = await self._jobs.create(tenant, "ingest", col.id, len(items))
         self._jobs.submit(job, lambda report: self._ingest_all(col, list(items), job, report))

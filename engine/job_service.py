@@ -8,16 +8,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from engine.ingest.jobs import JobBody, JobRunner
 from engine.storage import Database, Job
+
+if TYPE_CHECKING:
+    from engine.limits import LimitService
 
 log = logging.getLogger(__name__)
 
 
 class JobService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limits: LimitService | None = None) -> None:
+        """``limits``: each tenant's ``queued_jobs`` limit is checked before a job is created."""
         self._db = db
+        self._limits = limits
         self._runner = JobRunner(db)
 
     async def start(self) -> None:
@@ -32,11 +38,14 @@ class JobService:
         await self._runner.close()
 
     async def create(self, tenant: str, kind: str, collection_id: str | None, total: int) -> Job:
-        """Store a queued job (then :meth:`submit` its body)."""
+        """Store a queued job (then :meth:`submit` its body); 429 ``queued_jobs`` when the tenant
+        has as many queued or running already as its limit."""
+        if self._limits is not None:
+            await self._limits.check_storage(tenant, new_jobs=1)
         return await asyncio.to_thread(self._db.jobs.create, tenant, kind, collection_id, total)
 
     def submit(self, job: Job, body: JobBody) -> None:
-        """Hand ``body`` to the worker; jobs run one at a time, in order."""
+        """Hand ``body`` to the worker; jobs run one at a time, tenants in turn."""
         self._runner.submit(job, body)
 
     async def get(self, tenant: str, job_id: str) -> Job:

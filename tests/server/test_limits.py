@@ -167,3 +167,11 @@ def test_cross_tenant_figures_are_for_the_admin_only(tenants: Tenants) -> None:
     assert public["status"] == "ready" and "stats" not in public
     assert "inflight_sequences" not in public
     assert "stats" in c.get("/ready", headers=ADMIN).json()
+
+
+def test_a_revoked_key_is_refused_at_once(tenants: Tenants) -> None:
+    assert tenants.chat("a2").status_code == 200  # known, and remembered
+    key_id = tenants.keys["a2"]["id"]
+    assert tenants.client.post(f"/v1/admin/keys/{key_id}/revoke", headers=ADMIN).is_success
+    assert tenants.chat("a2").status_code == 401
+    assert tenants.chat("a1").status_code == 200
