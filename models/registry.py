@@ -35,6 +35,7 @@ from typing import IO, Any
 from models.card import ModelCard, card_from_dict, shipped_cards
 from models.digest import MANIFEST, sha256_file, write_manifest
 from models.metadata import ModelMetadata, NotAModelError, read_metadata
+from models.templates import BUILTIN_TEMPLATES, FROM_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ def add_model(
     template name for a model whose file carries none.
     """
     source = Path(source).expanduser().resolve()
+    if chat_template is not None and chat_template not in BUILTIN_TEMPLATES:
+        raise ModelRegistryError(
+            f"no built-in chat template {chat_template!r}; choose one of {list(BUILTIN_TEMPLATES)}"
+        )
     try:
         meta = read_metadata(source)
     except NotAModelError as exc:
@@ -176,9 +181,11 @@ def _card_for(
     linked: bool,
 ) -> ModelCard:
     backend = {"gguf": "llamacpp", "hf": "vllm"}.get(meta.format, meta.format)
-    template = chat_template or ("model" if meta.chat_template else None)
-    if "chat" not in meta.capabilities:
-        template = None
+    generative = "chat" in meta.capabilities
+    template = chat_template or (FROM_MODEL if meta.chat_template else None)
+    template = template if generative else None
+    # A generative model without a template is served for completions only.
+    capabilities = meta.capabilities if template or not generative else ("completion",)
     return ModelCard(
         id=model_id,
         family=meta.architecture,
@@ -186,9 +193,7 @@ def _card_for(
         file=file,
         sha256=sha,
         context_length=meta.context_length or 2048,
-        capabilities=meta.capabilities
-        if template or "chat" not in meta.capabilities
-        else ("completion",),
+        capabilities=capabilities,
         preferred_backend=backend,
         chat_template=template,
         weights_file=meta.weights_file,

@@ -107,6 +107,8 @@ def test_a_gguf_without_template_is_completion_only_unless_given_one(tmp_path: P
     assert card.chat_template is None and card.capabilities == ("completion",)
     card = add_model(bare, data_dir=data, model_id="bare-chatml", link=True, chat_template="chatml")
     assert card.chat_template == "chatml" and card.supports("chat")
+    with pytest.raises(ModelRegistryError, match="no built-in chat template 'nope'"):
+        add_model(bare, data_dir=data, model_id="bare-nope", link=True, chat_template="nope")
 
 
 def test_hf_folder_is_copied_with_a_manifest(tmp_path: Path) -> None:
