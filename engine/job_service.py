@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.ingest.jobs import JobBody, JobRunner
 from engine.jobs import Handler, JobQueue, QueueLimits, Workers
 from engine.storage import Database, Job
+
+if TYPE_CHECKING:
+    from engine.limits import LimitService
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,19 @@ POLL_S = 0.25
 
 class JobService:
     def __init__(
-        self, db: Database, limits: QueueLimits | None = None, *, concurrency: int = 1
+        self,
+        db: Database,
+        limits: LimitService | None = None,
+        *,
+        queue_limits: QueueLimits | None = None,
+        concurrency: int = 1,
     ) -> None:
+        """``limits``: each tenant's ``queued_jobs`` limit is checked before a job is created;
+        ``queue_limits``: the durable queue's own bounds, lease and backoff."""
         self._db = db
+        self._limits = limits
         self._runner = JobRunner(db)
-        self.queue = JobQueue(db.store, limits)
+        self.queue = JobQueue(db.store, queue_limits)
         self._workers = Workers(self.queue, concurrency=concurrency)
 
     async def start(self) -> None:
@@ -66,7 +77,10 @@ class JobService:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
     ) -> Job:
-        """Store a durable job; returns once committed. 429 past the tenant's queue bound."""
+        """Store a durable job; returns once committed. 429 past the tenant's ``queued_jobs``
+        limit or past the queue's own bound; a replayed idempotency key returns the first job."""
+        if self._limits is not None:
+            await self._limits.check_storage(tenant, new_jobs=1)
         job = await asyncio.to_thread(
             self.queue.enqueue,
             tenant,
@@ -93,11 +107,15 @@ class JobService:
     # ---- in-process jobs ----------------------------------------------------------------
 
     async def create(self, tenant: str, kind: str, collection_id: str | None, total: int) -> Job:
-        """Store a queued in-process job (then :meth:`submit` its body)."""
+        """Store a queued in-process job (then :meth:`submit` its body); 429 ``queued_jobs``
+        when the tenant has as many queued or running already as its limit."""
+        if self._limits is not None:
+            await self._limits.check_storage(tenant, new_jobs=1)
         return await asyncio.to_thread(self._db.jobs.create, tenant, kind, collection_id, total)
 
     def submit(self, job: Job, body: JobBody) -> None:
-        """Hand ``body`` to the in-process runner; those jobs run one at a time, in order."""
+        """Hand ``body`` to the in-process runner; those jobs run one at a time, tenants in
+        turn."""
         self._runner.submit(job, body)
 
     # ---- every job ----------------------------------------------------------------------
