@@ -23,7 +23,7 @@ from tests.server.fakes import FakeParts, fake_settings
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = fake_settings(tmp_path)
     app = create_app(settings, open_services=FakeParts(settings).open, exit_on_start_failure=False)
-    with TestClient(app, base_url="http://testclient.local") as c:
+    with TestClient(app, base_url="http://testclient") as c:
         deadline = time.monotonic() + 60
         while c.get("/ready").status_code != 200:
             assert time.monotonic() < deadline
