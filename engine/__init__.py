@@ -16,6 +16,7 @@ from engine.errors import (
     BackendError,
     ContextLengthError,
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
@@ -26,6 +27,7 @@ from engine.errors import (
     RetryableError,
     TooManyRequestsError,
     UnprocessableError,
+    is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
 from engine.ingest.inputs import DocumentInput
@@ -78,6 +80,7 @@ __all__ = [
     "GenerationEvent",
     "Hearth",
     "HearthError",
+    "InsufficientStorageError",
     "InvalidRequestError",
     "Job",
     "LogprobEntry",
@@ -101,6 +104,7 @@ __all__ = [
     "RequestTimeoutError",
     "Ticket",
     "check_overrides",
+    "is_disk_full",
     "current_tenant",
     "RetryableError",
     "Rule",

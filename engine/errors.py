@@ -3,6 +3,8 @@ body."""
 
 from __future__ import annotations
 
+import errno
+
 
 class HearthError(Exception):
     """Base class. ``param`` names the request field at fault; ``code`` is a stable machine tag."""
@@ -96,6 +98,20 @@ class OverloadedError(RetryableError):
 class NotReadyError(RetryableError):
     status = 503
     type = "not_ready_error"
+
+
+class InsufficientStorageError(HearthError):
+    """The disk is full: nothing of the request was kept (its transaction rolled back)."""
+
+    status = 507
+    type = "insufficient_storage_error"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or DuckDB's error text) says the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 class BackendError(HearthError):

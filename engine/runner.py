@@ -275,6 +275,34 @@ class ModelRunner:
         self.last_used = time.monotonic()
         timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
+        n = req.n
+        self._admit(n)  # 503 before any work (grammar, tokenization) when the engine is full
+        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
+        choices: list[_Choice] = []
+        # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
+        expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
+        room = 0
+        try:
+            req, fmt, prompt, params = await self._prepare(req, backend)
+            started = time.perf_counter()
+            room = await self._turn(req, deadline)  # per-tenant round-robin for batch room
+            self._start_choices(req, prompt, params, queue, backend, choices, fmt)
+            async for event in self._collect(req, prompt, params, choices, queue, started):
+                yield event if fmt is None else fmt.observe(event)
+        finally:
+            expiry.cancel()
+            for c in choices:
+                self._queues.pop(c.seq_id, None)
+                if not c.finished:
+                    backend.abort(c.seq_id)
+            if room:
+                self._fair.release(room)
+            self._inflight -= n  # admitted as a whole, released as a whole
+
+    async def _prepare(
+        self, req: GenerateRequest, backend: Backend
+    ) -> tuple[GenerateRequest, BoundFormat | None, list[int], SamplingParams]:
+        """Compile the response format, tokenize the prompt, check the context and stops."""
         req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
         fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
         prompt, stops = self._prompt_of(req)
@@ -289,27 +317,7 @@ class ModelRunner:
             fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))
         if params.stop or stops:
             params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
-        self._admit(req.n)
-        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
-        choices: list[_Choice] = []
-        started = time.perf_counter()
-        # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
-        expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
-        room = 0
-        try:
-            room = await self._turn(req, deadline)  # per-tenant round-robin for batch room
-            self._start_choices(req, prompt, params, queue, backend, choices, fmt)
-            async for event in self._collect(req, prompt, params, choices, queue, started):
-                yield event if fmt is None else fmt.observe(event)
-        finally:
-            expiry.cancel()
-            for c in choices:
-                self._queues.pop(c.seq_id, None)
-                if not c.finished:
-                    backend.abort(c.seq_id)
-            if room:
-                self._fair.release(room)
-            self._inflight -= req.n  # admitted as a whole, released as a whole
+        return req, fmt, prompt, params
 
     def _require_ready(self) -> Backend:
         if not self.ready:

@@ -6,8 +6,9 @@ to the browser, so it reads the answers), and a cross-site form post (no preflig
 
 - **Host allow-list** (open mode): the ``Host`` header must name one of ``server.allowed_hosts``
   (loopback names by default; ``*`` turns the check off), else 400 — a rebound name is not one.
-- **Origin** (open mode): a request that carries an ``Origin`` header must come from one of
-  ``server.cors_origins`` (none by default), else 403.
+- **Origin** (open mode): a request that carries an ``Origin`` header must come from Hearth's own
+  origin (same host and port as ``Host``) or one of ``server.cors_origins`` (none by default),
+  else 403.
 - **Content-Type** (always): a request with a body must be ``application/json`` (or
   ``multipart/form-data`` for uploads, which the Origin rule covers), else 415; the form
   encodings a page can post without a preflight are refused before any handler runs.
@@ -88,6 +89,8 @@ class BrowserGuard:
         origin = headers.get(b"origin")
         if origin is None or origin.lower() in self.origins:
             return None
+        if origin.lower().split("://", 1)[-1] == headers.get(b"host", "").lower():
+            return None  # same origin: a page Hearth served itself (its Host passed the list)
         return (
             403,
             "permission_error",

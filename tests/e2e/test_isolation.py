@@ -3,6 +3,10 @@ limits, deadlines, cached prompts and usage never reach the other."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,3 +114,21 @@ def test_usage_is_per_tenant(server: HearthProcess, keys: dict[str, str]) -> Non
         headers={"Authorization": f"Bearer {keys['globex']}", "content-type": "text/plain"},
     )
     assert text.status_code == 415
+
+
+def test_limits_from_the_command_line(server: HearthProcess, keys: dict[str, str]) -> None:
+    env = {**os.environ, "HEARTH_ADMIN_KEY": ADMIN_KEY}
+    base = [sys.executable, "-m", "server", "admin", "--url", server.url, "limits"]
+    done = subprocess.run(
+        [*base, "set", "globex", "tokens_per_day=5000", "documents=none"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(
+        subprocess.run(
+            [*base, "show", "globex"], env=env, capture_output=True, text=True, timeout=120,
+            check=True,
+        ).stdout
+    )  # fmt: skip
+    assert shown["overrides"] == {"tokens_per_day": 5000}
+    assert shown["effective"]["tokens_per_day"] == 5000

@@ -47,6 +47,8 @@ def test_open_mode_refuses_web_origins(client: TestClient) -> None:
     assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
     assert "access-control-allow-origin" not in r.headers
     assert client.post("/v1/chat/completions", json=body).status_code == 200
+    own = {"origin": "http://localhost:8000", "host": "localhost:8000"}  # a page Hearth served
+    assert client.post("/v1/chat/completions", json=body, headers=own).status_code == 200
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])

@@ -21,6 +21,7 @@ from engine import (
     BackendError,
     ContextLengthError,
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
@@ -144,6 +145,7 @@ ERRORS = [
     (TooManyRequestsError("x", retry_after=3), 429, "rate_limit_error", True),
     (OverloadedError("x", retry_after=3), 503, "overloaded_error", True),
     (NotReadyError("x", retry_after=3), 503, "not_ready_error", True),
+    (InsufficientStorageError("x"), 507, "insufficient_storage_error", False),
     (BackendError("x"), 500, "server_error", False),
     (RuntimeError("boom"), 500, "server_error", False),
 ]
