@@ -29,6 +29,7 @@ from server.metrics import Metrics, metrics_route
 from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import documents as document_routes
+from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
@@ -70,7 +71,8 @@ def create_app(
             *ops.ROUTES,
             *openai_routes.ROUTES,
             metrics_route,
-            *document_routes.HANDLERS,  # collections, documents, jobs, /v1/retrieve, sessions
+            *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
+            *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
         ],

@@ -94,6 +94,9 @@ class JobRunner:
                 log.exception("job %s crashed", job.id)
 
     async def _run_one(self, job: Job, body: JobBody) -> None:
+        current = await asyncio.to_thread(self.db.jobs.get, job.tenant_id, job.id)
+        if current.finished:  # cancelled while queued
+            return
         counts = {"done": 0, "failed": 0, "skipped": 0}
         await self._update(job, RUNNING, **counts)
 

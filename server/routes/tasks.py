@@ -27,7 +27,7 @@ from engine import (
 )
 from server.auth import tenant_of
 from server.routes.common import read_body
-from server.routes.documents import job_out
+from server.routes.jobs import job_out
 from server.state import services
 
 # ---- wire structs ---------------------------------------------------------------------------
