@@ -21,6 +21,7 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
+from server import console
 from server.auth import TenantAuthMiddleware
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
@@ -70,6 +71,7 @@ def create_app(
             *document_routes.HANDLERS,  # collections, documents, jobs, /v1/retrieve, sessions
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
+            *console.ROUTES,  # the web console's static page at /
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
         middleware=[TenantAuthMiddleware],
