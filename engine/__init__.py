@@ -16,18 +16,22 @@ from engine.errors import (
     BackendError,
     ContextLengthError,
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RequestTimeoutError,
     RetryableError,
     TooManyRequestsError,
     UnprocessableError,
+    is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
 from engine.ingest.inputs import DocumentInput
+from engine.limits import LIMIT_NAMES, LimitService, Quota, Ticket, check_overrides
 from engine.rag import Citation, RagDone, RagEvent, Refusal, RetrievalOptions, RetrievalStats
 from engine.runner import ModelPool, ModelRunner
 from engine.storage import (
@@ -52,6 +56,7 @@ from engine.types import (
     RetrievedChunk,
     SamplingParams,
     Usage,
+    current_tenant,
 )
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "GenerationEvent",
     "Hearth",
     "HearthError",
+    "InsufficientStorageError",
     "InvalidRequestError",
     "Job",
     "LogprobEntry",
@@ -92,6 +98,14 @@ __all__ = [
     "RetrievalOptions",
     "RetrievalStats",
     "RetrievedChunk",
+    "LIMIT_NAMES",
+    "LimitService",
+    "Quota",
+    "RequestTimeoutError",
+    "Ticket",
+    "check_overrides",
+    "is_disk_full",
+    "current_tenant",
     "RetryableError",
     "Rule",
     "SamplingParams",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,14 @@ if TYPE_CHECKING:
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.rag import RagService
     from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
     from engine.storage import Database
     from engine.tasks.service import TaskService
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class Corpus:
     jobs: JobService
     retrieval: RetrievalService
     tenancy: TenancyService
+    limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     _exit: contextlib.AsyncExitStack
@@ -73,6 +78,8 @@ class Hearth:
     jobs: JobService
     retrieval: RetrievalService
     tenancy: TenancyService
+    limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     rag: RagService
@@ -99,11 +106,14 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
     on a failure, close what was started and re-raise."""
     from engine.documents import DocumentService
     from engine.job_service import JobService
+    from engine.limits import LimitService, Quota  # also registers its table's migration
     from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
     from engine.storage import open_store
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService, parse_prices
 
+    prices = parse_prices(settings.usage.prices)  # a bad price stops start-up, naming it
     stack = contextlib.AsyncExitStack()
     try:
         db = await asyncio.to_thread(
@@ -113,17 +123,20 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         await DocumentService.recover(db)
         retrieval = await RetrievalService.open(settings, db, embedder)
         stack.push_async_callback(retrieval.close)
-        jobs = JobService(db)
+        limits = await LimitService.open(Quota(**dataclasses.asdict(settings.limits)), db)
+        jobs = JobService(db, limits)
         await jobs.start()
         # Closed before the indexes are saved: no job writes an index meanwhile.
         stack.push_async_callback(jobs.close)
         tenancy = await TenancyService.open(db)
-        documents = DocumentService(settings, db, retrieval, jobs, embedder)
+        usage = UsageService(db, prices, settings.usage.currency)
+        stack.push_async_callback(usage.flush)
+        documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
         sessions = SessionService(db)
     except BaseException:
         await stack.aclose()
         raise
-    return Corpus(db, jobs, retrieval, tenancy, documents, sessions, stack)
+    return Corpus(db, jobs, retrieval, tenancy, limits, usage, documents, sessions, stack)
 
 
 async def open_hearth(
@@ -148,7 +161,9 @@ async def open_hearth(
         corpus = await open_corpus(settings, engine.embedder)
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
-        tasks = await TaskService.open(engine, corpus.db, corpus.jobs, corpus.documents)
+        tasks = await TaskService.open(
+            engine, corpus.db, corpus.jobs, corpus.documents, limits=corpus.limits
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -160,6 +175,8 @@ async def open_hearth(
         jobs=corpus.jobs,
         retrieval=corpus.retrieval,
         tenancy=corpus.tenancy,
+        limits=corpus.limits,
+        usage=corpus.usage,
         documents=corpus.documents,
         sessions=corpus.sessions,
         rag=rag,

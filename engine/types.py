@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class BackendRequest:
     # Token ids that end the sequence (EOS, end-of-turn), unless ignore_eos.
     eos_token_ids: frozenset[int] = frozenset()
     constraint: TokenConstraint | None = None
+    # KV prefixes are reused only between requests with the same salt (the tenant).
+    cache_salt: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class GenerationDone:
 GenerationEvent = ChoiceDelta | GenerationDone
 
 
+# The tenant being served, for engine calls made on its behalf that do not name it (task
+# pipelines): the server sets it per request; engine code reads it with ``current_tenant.get()``.
+current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("hearth_tenant", default="")
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """What the engine needs for one generation: a prompt (text, tokens or chat) and parameters."""
@@ -185,6 +193,10 @@ class GenerateRequest:
     # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
     response_format: object | None = None
     add_special_tokens: bool = True
+    # Seconds from submission until the request is aborted (408); None: llm.request_timeout_s.
+    timeout_s: float | None = None
+    # Who asked: cached prompt prefixes are shared only within one tenant.
+    tenant: str = ""
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------

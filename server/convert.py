@@ -132,6 +132,15 @@ def sampling_params(
     )
 
 
+def request_timeout(req: CompletionRequest | ChatCompletionRequest, limit: float) -> float:
+    """The request's deadline in seconds: its ``timeout`` (0 < timeout <= limit) or the limit."""
+    if req.timeout is None:
+        return limit
+    if not 0 < req.timeout <= limit:
+        raise _bad(f"timeout must be more than 0 and at most {limit:g} seconds", "timeout")
+    return req.timeout
+
+
 def _content_text(msg: Message, index: int) -> str:
     if msg.content is None:
         if msg.role == "assistant" and msg.tool_calls:
@@ -404,6 +413,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         messages=messages,
         n=req.n,
         response_format=spec_of(req),
+        timeout_s=request_timeout(req, engine.settings.llm.request_timeout_s),
     )
     return ChatCall(generate, options, req.session_id)
 
@@ -445,6 +455,8 @@ def _prompts(prompt: str | list[Any]) -> list[str | list[int]]:
         raise _bad("prompt must not be empty", "prompt")
     if all(isinstance(p, int) for p in prompt):
         return [list(prompt)]
+    if all(isinstance(p, list) for p in prompt) and not all(prompt):
+        raise _bad("prompt: a list of token ids must not be empty", "prompt")
     if all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt):
         return list(prompt)
     raise _bad(
@@ -478,6 +490,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     )
     rid = new_id("cmpl")
     fmt = spec_of(req)
+    timeout_s = request_timeout(req, engine.settings.llm.request_timeout_s)
     return [
         GenerateRequest(
             request_id=f"{rid}-{k}",
@@ -487,6 +500,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
             prompt_tokens=p if isinstance(p, list) else None,
             n=req.n,
             response_format=fmt,
+            timeout_s=timeout_s,
         )
         for k, p in enumerate(prompts)
     ]

@@ -74,6 +74,8 @@ class _Sampling(Strict):
     # Structured output (engine.grammar): validated by the grammar layer.
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
+    # Hearth: seconds until the request is aborted (408); at most [llm] request_timeout_s.
+    timeout: float | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):

@@ -63,6 +63,7 @@ class _Slot:
     cached: list[int] = field(default_factory=list)
     seq: _Seq | None = None
     last_used: float = 0.0
+    salt: str = ""  # the cache salt (tenant) of the request whose KV ``cached`` is
 
 
 @dataclass
@@ -352,6 +353,8 @@ class LlamaCppBackend:
             return False  # no copies across KV streams: nothing to wait for
         prompt = req.prompt_tokens
         for seq in self._running.values():
+            if seq.req.cache_salt != req.cache_salt:
+                continue  # another tenant's prompt: never shared, so never waited for
             if seq.prefilling and seq.tokens[: len(prompt)] == prompt and len(prompt) > 32:
                 return True
         return False
@@ -365,6 +368,8 @@ class LlamaCppBackend:
         for slot in self._slots:
             if self._invariant and slot.seq is not None:
                 continue  # no copies across KV streams: only a free slot's own cache is reused
+            if slot.salt != req.cache_salt:
+                continue  # another tenant's KV is never reused (nor its timing observable)
             held = slot.cached if slot.seq is None else slot.cached[: slot.seq.n_past]
             n = _common_prefix(held, prompt)
             if n > best_len:
@@ -386,6 +391,7 @@ class LlamaCppBackend:
                 reuse = best_len
         lc.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1)
         slot.cached = prompt[:reuse]
+        slot.salt = req.cache_salt
         self._prefix_hits += reuse
         seq = _Seq(req=req, slot=slot, tokens=prompt, n_prompt=len(prompt), n_past=reuse)
         if req.params.prompt_logprobs:

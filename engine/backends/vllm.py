@@ -342,7 +342,9 @@ class VLLMBackend:
         rid = request.request_id
         finished = False
         try:
-            prompt = {"prompt_token_ids": list(request.prompt_tokens)}
+            prompt: dict[str, Any] = {"prompt_token_ids": list(request.prompt_tokens)}
+            if request.cache_salt:  # prefix caching within one tenant only
+                prompt["cache_salt"] = request.cache_salt
             async for out in self._engine.generate(prompt, params, rid):
                 outputs = self._outputs(request, out)
                 finished = finished or any(

@@ -21,6 +21,7 @@ from engine.types import (
     GenerateRequest,
     GenerationDone,
     SamplingParams,
+    current_tenant,
 )
 
 
@@ -109,6 +110,7 @@ class EngineLLM:
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0),
             prompt=prompt,
             response_format=self._response_format(schema) if schema is not None else None,
+            tenant=current_tenant.get(),
         )
         started = time.perf_counter()
         out = Completion(text="")
@@ -146,6 +148,7 @@ class EngineLLM:
             model=self.model,
             params=SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=True),
             prompt_tokens=prefix + tail,
+            tenant=current_tenant.get(),
         )
         done: GenerationDone | None = None
         async for event in self.engine.generate(request):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import InvalidRequestError, NotFoundError
+from engine.lru import LRU
 from engine.storage.tenants import check_name
 from engine.tasks import classify as cls
 from engine.tasks.analyze import TASKS, Analyzer, content_hash, strip_meta
@@ -46,12 +47,16 @@ if TYPE_CHECKING:
     from engine.documents import DocumentService
     from engine.engine import Engine
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.storage import Database, Document, Job
 
 logger = logging.getLogger(__name__)
 
 #: Training sets larger than this run as a background job (202 + job id).
 TRAIN_JOB_THRESHOLD = 2000
+# Classifiers kept loaded (stored ones, and ones trained from a workflow's inline examples).
+CACHED_CLASSIFIERS = 64
+CACHED_INLINE_CLASSIFIERS = 32
 MAX_EXAMPLES = 50_000
 MAX_BATCH = 64
 EMBED_BATCH = 256
@@ -105,17 +110,21 @@ class TaskService:
         jobs: JobService,
         documents: DocumentService,
         llm: TaskLLM | None = None,
+        limits: LimitService | None = None,
     ) -> None:
         """Use :meth:`open` (it migrates the ``tasks`` tables first)."""
         self.engine = engine
         self.documents = documents
+        self.limits = limits  # the tenants' token limits: task tokens are charged to them
         self._db = db
         self._jobs = jobs
         self.llm: TaskLLM = llm or EngineLLM(engine)
         self.repo = TaskRepo(db.store)
         self.seeds: dict[str, WorkflowSpec] = seed_workflows()
-        self._classifiers: dict[tuple[str, str, int], cls.Classifier] = {}
-        self._inline: dict[str, cls.Classifier] = {}  # workflow examples hash -> classifier
+        # Loaded classifiers, bounded: a tenant with many costs reloads, not memory.
+        self._classifiers: LRU[tuple[str, str, int], cls.Classifier] = LRU(CACHED_CLASSIFIERS)
+        # Workflow examples hash (tenant included) -> classifier trained from them.
+        self._inline: LRU[str, cls.Classifier] = LRU(CACHED_INLINE_CLASSIFIERS)
 
     @classmethod
     async def open(
@@ -125,16 +134,24 @@ class TaskService:
         jobs: JobService,
         documents: DocumentService,
         llm: TaskLLM | None = None,
+        limits: LimitService | None = None,
     ) -> TaskService:
         """Apply the ``tasks`` migrations to the store, then build the service."""
         await asyncio.to_thread(db.store.migrate)
-        return cls(engine, db, jobs, documents, llm)
+        return cls(engine, db, jobs, documents, llm, limits)
 
     def _repo(self) -> TaskRepo:
         return self.repo
 
     async def _record(self, tenant: str, task: str, **figures: Any) -> None:
         await asyncio.to_thread(self._repo().record_usage, tenant, task, **figures)
+        # The ledger of every route, by day and model (tasks run on the server's generator).
+        await asyncio.to_thread(
+            self._db.usage.record, tenant, f"task:{task}", model=self.engine.card.id, **figures
+        )
+        if self.limits is not None:  # the tenant's tokens per minute and per day
+            used = figures.get("prompt_tokens", 0) + figures.get("completion_tokens", 0)
+            self.limits.charge(tenant, int(used))
 
     async def embed(self, texts: list[str], encoder: str | None = None) -> np.ndarray:
         """Embeddings with ``encoder`` (a card id; None: the server's embedding model)."""
@@ -382,7 +399,9 @@ class TaskService:
             return await self._load(tenant, step.classifier, None)
         if not step.examples:
             return cls.llm_classifier(spec.name, list(step.labels), step.labels, rules=step.rules)
-        key = hashlib.sha256(json.dumps(spec.to_dict()["classify"], sort_keys=True).encode())
+        # Per tenant: another tenant's training (and its timing) is never reused.
+        classify = json.dumps(spec.to_dict()["classify"], sort_keys=True)
+        key = hashlib.sha256(f"{tenant}\n{classify}".encode())
         digest = key.hexdigest()
         if digest not in self._inline:
             embeddings = await self.embed([e.text for e in step.examples])

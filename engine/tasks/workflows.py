@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRequestError
+from engine.tasks import patterns
 from engine.tasks.classify import Example, Prediction, Rule, check_labels
 from engine.tasks.extract import Extraction, check_schema
 from engine.tasks.store import PERSIST_TABLES
@@ -125,6 +126,8 @@ def _classify_step(raw: dict[str, Any]) -> ClassifyStep:
         )
         for r in raw.get("rules") or ()
     )
+    for i, rule in enumerate(rules):
+        patterns.check_pattern(rule.pattern, f"classify.rules[{i}].pattern")
     classifier = raw.get("classifier")
     if classifier is not None and not isinstance(classifier, str):
         raise InvalidRequestError(

@@ -7,17 +7,19 @@ which owns the response shape, SSE and the request's metrics.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError
+from engine import Engine, InvalidRequestError, NotFoundError, Usage
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
+from server.usage import usage_hook
 from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 # ---- models -------------------------------------------------------------------------------
@@ -87,6 +89,9 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
     hearth = services(request)
     req = await read_body(request, ChatCompletionRequest)
     call = convert.chat_call(hearth.engine, req)
+    call = dataclasses.replace(
+        call, generate=dataclasses.replace(call.generate, tenant=tenant_of(request))
+    )
     if call.retrieval is None:
         events = hearth.engine.generate(call.generate)
     else:
@@ -95,18 +100,23 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     engine = services(request).engine
     req = await read_body(request, CompletionRequest)
-    generates = convert.completion_calls(engine, req)
+    tenant = tenant_of(request)
+    generates = [
+        dataclasses.replace(g, tenant=tenant) for g in convert.completion_calls(engine, req)
+    ]
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "completions", req.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 # ---- embeddings -----------------------------------------------------------------------------
@@ -155,6 +165,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
                 )
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
+    usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return {
         "object": "list",
         "data": convert.embedding_data(vectors, req.encoding_format),

@@ -27,7 +27,7 @@ from engine import (
 )
 from server.auth import tenant_of
 from server.routes.common import read_body
-from server.routes.documents import job_out
+from server.routes.jobs import job_out
 from server.state import services
 
 # ---- wire structs ---------------------------------------------------------------------------
@@ -283,9 +283,13 @@ async def document_analysis(request: Request, name: str, doc_id: str) -> dict[st
 
 
 @get("/v1/usage")
-async def usage(request: Request) -> dict[str, Any]:
+async def usage(request: Request, days: int = 30) -> dict[str, Any]:
+    """The caller's usage: per task (``tasks``), per kind (``other``), and per UTC day and model
+    over the last ``days`` (1-366) with an estimated cost (``days``, ``total_cost``)."""
     svc = await tasks_of(request)
-    return await svc.usage(tenant_of(request))
+    tenant = tenant_of(request)
+    report = await services(request).usage.report(tenant, days)
+    return {**await svc.usage(tenant), **report}
 
 
 HANDLERS = [

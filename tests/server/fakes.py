@@ -54,6 +54,7 @@ class FakeBackend:
     max_model_len = 2048
 
     def start(self, sink: Sink) -> None:
+        self._stop.clear()  # a restart after close (the runner's supervisor) runs again
         self._sink = sink
         self._thread = threading.Thread(target=self._loop, name="fake-backend", daemon=True)
         self._thread.start()
