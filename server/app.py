@@ -21,14 +21,10 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
-<<<<<<< HEAD
 from server import console
-from server.auth import TenantAuthMiddleware
-=======
 from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
 from server.browser import browser_guard, names, open_mode_refusal
 from server.deadlines import write_deadline
->>>>>>> main
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
 from server.requestlog import RequestIds
