@@ -14,6 +14,7 @@ function el(tag, attrs, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else if (k === "text") node.textContent = v;
+    else if (k === "height") node.style.height = v; // CSSOM: the CSP forbids style attributes
     else node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -505,7 +506,7 @@ async function usageView(main) {
     const tokens = (r) => Number(r.total_tokens ?? ((r.prompt_tokens || 0) + (r.completion_tokens || 0)));
     const max = Math.max(1, ...rows.map(tokens));
     panel.append(el("div", { class: "bars", role: "img", "aria-label": "Tokens per row" },
-      rows.map((r) => el("div", { title: `${r.day || r.date || r.model || ""}: ${tokens(r)} tokens`, style: `height:${Math.round(100 * tokens(r) / max)}%` }))));
+      rows.map((r) => el("div", { title: `${r.day || r.date || r.model || ""}: ${tokens(r)} tokens`, height: `${Math.round(100 * tokens(r) / max)}%` }))));
     panel.append(table(rows, Object.keys(rows[0])));
   } else {
     panel.append(el("pre", { text: pretty(res) }));
