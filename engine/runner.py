@@ -303,8 +303,7 @@ class ModelRunner:
         self, req: GenerateRequest, backend: Backend
     ) -> tuple[GenerateRequest, BoundFormat | None, list[int], SamplingParams]:
         """Compile the response format, tokenize the prompt, check the context and stops."""
-        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
-        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
+        req, fmt = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
         prompt, stops = self._prompt_of(req)
         params = req.params
         if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:

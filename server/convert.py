@@ -25,6 +25,7 @@ from engine import (
     InvalidRequestError,
     LogprobEntry,
     NotFoundError,
+    Outcome,
     RetrievalOptions,
     SamplingParams,
     StructuredSpec,
@@ -235,7 +236,7 @@ class ChoiceAccumulator:
         self.text: list[str] = []
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
-        self.structured: Any = None  # engine.grammar Outcome of a constrained choice
+        self.structured: Outcome | None = None  # how a constrained choice fared
 
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.text)

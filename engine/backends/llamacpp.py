@@ -44,6 +44,8 @@ from engine.types import (
 from models.store import model_path
 
 if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
     from configs import Settings
     from models import ModelCard
 
@@ -152,10 +154,12 @@ class LlamaCppBackend:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    @property
-    def vocab(self):
-        """The llama.cpp vocab pointer (for grammar libraries that build a tokenizer from it)."""
-        return self._vocab
+    def grammar_tokenizer(self) -> LLTokenizer:
+        """The llguidance tokenizer of the loaded vocabulary (engine.grammar compiles with it;
+        takes 1-3 s). Valid while the model is loaded."""
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        return lltokenizer_from_vocab(self._vocab, eos_token=sorted(self.eos_token_ids))
 
     # ---- lifecycle --------------------------------------------------------------------------
 
