@@ -21,6 +21,7 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
+from server import console
 from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
 from server.browser import browser_guard, names, open_mode_refusal
 from server.deadlines import write_deadline
@@ -75,6 +76,7 @@ def create_app(
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
+            *console.ROUTES,  # the web console's static page at /
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
         # A slow reader's writes time out (its stream ends, its sequences abort); browser
