@@ -81,6 +81,9 @@ class EmbeddingSettings:
     n_threads: int = 2
     batch_size: int = 32
     max_inputs: int = 2048
+    # "torch" (sentence-transformers, fp32), "onnx-int8" or "onnx-fp32" (ONNX Runtime, exported
+    # from the same folder by install-models; docs/ingestion.md has the measurements).
+    runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,15 @@ def _coerce(name: str, kind: object, value: object) -> object:
     return value
 
 
+_CHOICES = {("embeddings", "runtime"): ("torch", "onnx-int8", "onnx-fp32")}
+
+
 def _check_ranges(section: str, built: object) -> None:
+    for (sec, name), allowed in _CHOICES.items():
+        if sec == section and getattr(built, name) not in allowed:
+            raise ConfigError(
+                f"setting {section}.{name}: {getattr(built, name)!r} is not one of {list(allowed)}"
+            )
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -45,8 +45,12 @@ from engine.storage import (
     Tenant,
     open_store,
 )
+from engine.tasks.analysis import AnalysisService
+from engine.tasks.classifiers import ClassifierInput, ClassifierService, parse_examples_csv
 from engine.tasks.classify import Example, Rule
-from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from engine.tasks.extraction import ExtractionService
+from engine.tasks.usage import TaskUsage
+from engine.tasks.workflow_service import WorkflowService
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -68,7 +72,10 @@ __all__ = [
     "ChoiceDelta",
     "Chunk",
     "Citation",
+    "AnalysisService",
     "ClassifierInput",
+    "ClassifierService",
+    "ExtractionService",
     "Collection",
     "ContextLengthError",
     "Corpus",
@@ -113,7 +120,7 @@ __all__ = [
     "SamplingParams",
     "StorageError",
     "StructuredSpec",
-    "TaskService",
+    "TaskUsage",
     "Tenant",
     "TooManyRequestsError",
     "ToolDelta",
@@ -125,5 +132,6 @@ __all__ = [
     "open_corpus",
     "open_hearth",
     "open_store",
+    "WorkflowService",
     "parse_examples_csv",
 ]

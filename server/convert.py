@@ -34,7 +34,7 @@ from engine import (
 )
 from models import ModelCard
 from models.chat_templates import ROLES, ChatMessage
-from server.wire import ChatCompletionRequest, CompletionRequest, Message
+from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingEntry, Message
 
 MAX_STOP = 16
 MAX_LOGPROBS = 20
@@ -341,14 +341,14 @@ def completion_chunk(
     }
 
 
-def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, Any]]:
+def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[EmbeddingEntry]:
     data = []
     for i, vec in enumerate(vectors):
         if encoding_format == "base64":
-            value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+            value: list[float] | str = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
         else:
             value = vec.tolist()
-        data.append({"object": "embedding", "index": i, "embedding": value})
+        data.append(EmbeddingEntry(i, value))
     return data
 
 
