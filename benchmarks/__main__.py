@@ -1,5 +1,6 @@
 """``python -m benchmarks serve|table|bandwidth``.
 
+``eval`` runs models on Hearth's tasks over small labelled sets (``benchmarks/evaluate.py``).
 ``serve`` measures one server (``--url`` or ``--launch``) and optionally others beside it
 (``--compare-url``/``--compare-launch``, ``--offline`` for Hearth's engine without HTTP). Runs are
 interleaved A/B/A/B over ``--rounds`` at every load level so slow drifts of a shared machine hit
@@ -63,6 +64,7 @@ log = logging.getLogger("benchmarks")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RESULTS = RESULTS_DIR / "serve.jsonl"
 DEFAULT_DB = Path("data") / "benchmarks" / "results.duckdb"
+EVAL_DATA = Path(__file__).resolve().parent / "data" / "eval"
 
 
 def _ints(text: str) -> list[int]:
@@ -183,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = sub.add_parser("bandwidth", help="print the memory-bandwidth probe (GB/s)")
     b.add_argument("--threads", type=int, default=2)
+    e = sub.add_parser("eval", help="accuracy of models on Hearth's tasks (labelled sets)")
+    e.add_argument("--models", required=True, help="card ids, comma-separated")
+    e.add_argument("--tasks", default="speed,extract,rag,classify,follow")
+    e.add_argument(
+        "--data", type=Path, default=EVAL_DATA, help="folder of <task>.jsonl labelled sets"
+    )
+    e.add_argument("--limit", type=int, help="first N examples of each set")
+    e.add_argument("--results", type=Path, default=RESULTS_DIR / "eval.jsonl")
     return ap
 
 
@@ -562,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table)
         return 0
+    if args.command == "eval":
+        from benchmarks.evaluate import run
+
+        return run(args)
     if args.command == "bandwidth":
         print(
             json.dumps({"threads": args.threads, "gb_s": round(probe_bandwidth(args.threads), 2)})

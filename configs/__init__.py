@@ -34,7 +34,16 @@ class ServerSettings:
     airgap: bool = True
     # Seconds a client is told to wait when Hearth is overloaded (Retry-After).
     retry_after_s: int = 2
+    # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
+    sse_write_timeout_s: float = 30.0
+    # Open mode (no keys): Host names answered ("*": any) and web origins allowed (CORS too).
+    allowed_hosts: str = "localhost,127.0.0.1,::1,testclient"
+    cors_origins: str = ""
+    # Serve with no keys on a non-loopback address (refused otherwise).
+    insecure_open: bool = False
     log_level: str = "info"
+    # "text" or "json" (one object per line, with the request id; never prompt text).
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class LLMSettings:
     # Tokens per llama_decode call (decode tokens first, then prompt chunks).
     batch_tokens: int = 512
     max_n: int = 8
+    # Longest a generation may take, queueing included (seconds): the default and the maximum of
+    # a request's ``timeout``; past it the request is aborted with 408 and its slot freed.
+    request_timeout_s: float = 600.0
     # max_tokens when a chat request gives none (completions default to 16, as OpenAI's do).
     default_max_tokens: int = 1024
     # Reuse the KV of a finished sequence whose tokens prefix a new prompt.
@@ -74,6 +86,9 @@ class EmbeddingSettings:
     n_threads: int = 2
     batch_size: int = 32
     max_inputs: int = 2048
+    # "torch" (sentence-transformers, fp32), "onnx-int8" or "onnx-fp32" (ONNX Runtime, exported
+    # from the same folder by install-models; docs/ingestion.md has the measurements).
+    runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,8 @@ class IngestSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     max_pdf_pages: int = 500
     pdf_timeout_s: float = 60.0
+    # Address space a PDF's extraction (a killable child process) may add to the server's.
+    pdf_memory_mib: int = 1024
     embed_batch: int = 32
     max_documents: int = 10_000
 
@@ -137,6 +154,27 @@ class VLLMSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """Per-tenant defaults (0 = unlimited); the admin API overrides them per tenant or key."""
+
+    requests_per_min: int = 1200
+    tokens_per_min: int = 0
+    tokens_per_day: int = 0
+    concurrent_requests: int = 64
+    queued_jobs: int = 16
+    stored_bytes: int = 10 * 1024**3
+    collections: int = 100
+    documents: int = 100_000
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    # Estimated cost in GET /v1/usage: "model=prompt/completion; ..." per million tokens.
+    prices: str = ""
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -146,6 +184,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
@@ -259,11 +299,19 @@ def _coerce(name: str, kind: object, value: object) -> object:
     return value
 
 
+_CHOICES = {("embeddings", "runtime"): ("torch", "onnx-int8", "onnx-fp32")}
+
+
 def _check_ranges(section: str, built: object) -> None:
+    for (sec, name), allowed in _CHOICES.items():
+        if sec == section and getattr(built, name) not in allowed:
+            raise ConfigError(
+                f"setting {section}.{name}: {getattr(built, name)!r} is not one of {list(allowed)}"
+            )
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            low = 0 if f.name in ("port", "draft_tokens") else 1
+            low = 0 if f.name in ("port", "draft_tokens") or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
             if value < low:

@@ -16,18 +16,22 @@ from engine.errors import (
     BackendError,
     ContextLengthError,
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RequestTimeoutError,
     RetryableError,
     TooManyRequestsError,
     UnprocessableError,
+    is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
 from engine.ingest.inputs import DocumentInput
+from engine.limits import LIMIT_NAMES, LimitService, Quota, Ticket, check_overrides
 from engine.rag import Citation, RagDone, RagEvent, Refusal, RetrievalOptions, RetrievalStats
 from engine.runner import ModelPool, ModelRunner
 from engine.storage import (
@@ -40,8 +44,12 @@ from engine.storage import (
     Tenant,
     open_store,
 )
+from engine.tasks.analysis import AnalysisService
+from engine.tasks.classifiers import ClassifierInput, ClassifierService, parse_examples_csv
 from engine.tasks.classify import Example, Rule
-from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from engine.tasks.extraction import ExtractionService
+from engine.tasks.usage import TaskUsage
+from engine.tasks.workflow_service import WorkflowService
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -52,6 +60,7 @@ from engine.types import (
     RetrievedChunk,
     SamplingParams,
     Usage,
+    current_tenant,
 )
 
 __all__ = [
@@ -61,7 +70,10 @@ __all__ = [
     "ChoiceDelta",
     "Chunk",
     "Citation",
+    "AnalysisService",
     "ClassifierInput",
+    "ClassifierService",
+    "ExtractionService",
     "Collection",
     "ContextLengthError",
     "Corpus",
@@ -75,6 +87,7 @@ __all__ = [
     "GenerationEvent",
     "Hearth",
     "HearthError",
+    "InsufficientStorageError",
     "InvalidRequestError",
     "Job",
     "LogprobEntry",
@@ -92,12 +105,20 @@ __all__ = [
     "RetrievalOptions",
     "RetrievalStats",
     "RetrievedChunk",
+    "LIMIT_NAMES",
+    "LimitService",
+    "Quota",
+    "RequestTimeoutError",
+    "Ticket",
+    "check_overrides",
+    "is_disk_full",
+    "current_tenant",
     "RetryableError",
     "Rule",
     "SamplingParams",
     "StorageError",
     "StructuredSpec",
-    "TaskService",
+    "TaskUsage",
     "Tenant",
     "TooManyRequestsError",
     "ToolDelta",
@@ -109,5 +130,6 @@ __all__ = [
     "open_corpus",
     "open_hearth",
     "open_store",
+    "WorkflowService",
     "parse_examples_csv",
 ]

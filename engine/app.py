@@ -11,7 +11,11 @@
 4. :class:`~engine.job_service.JobService` (fails jobs a crash left running, starts the worker);
 5. :class:`~engine.tenancy.TenancyService`, :class:`~engine.documents.DocumentService`,
    :class:`~engine.sessions.SessionService`, :class:`~engine.rag.RagService`;
-6. :class:`~engine.tasks.service.TaskService` (its tables migrate first).
+6. the task services (their tables migrate first): :class:`~engine.tasks.usage.TaskUsage`,
+   :class:`~engine.tasks.classifiers.ClassifierService`,
+   :class:`~engine.tasks.extraction.ExtractionService`,
+   :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
+   :class:`~engine.tasks.analysis.AnalysisService`.
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +40,18 @@ if TYPE_CHECKING:
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.rag import RagService
     from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
     from engine.storage import Database
-    from engine.tasks.service import TaskService
+    from engine.tasks.analysis import AnalysisService
+    from engine.tasks.classifiers import ClassifierService
+    from engine.tasks.extraction import ExtractionService
+    from engine.tasks.usage import TaskUsage
+    from engine.tasks.workflow_service import WorkflowService
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,8 @@ class Corpus:
     jobs: JobService
     retrieval: RetrievalService
     tenancy: TenancyService
+    limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     _exit: contextlib.AsyncExitStack
@@ -73,10 +86,16 @@ class Hearth:
     jobs: JobService
     retrieval: RetrievalService
     tenancy: TenancyService
+    limits: LimitService
+    usage: UsageService
     documents: DocumentService
     sessions: SessionService
     rag: RagService
-    tasks: TaskService
+    task_usage: TaskUsage
+    classifiers: ClassifierService
+    extraction: ExtractionService
+    workflows: WorkflowService
+    analysis: AnalysisService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -99,11 +118,14 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
     on a failure, close what was started and re-raise."""
     from engine.documents import DocumentService
     from engine.job_service import JobService
+    from engine.limits import LimitService, Quota  # also registers its table's migration
     from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
     from engine.storage import open_store
     from engine.tenancy import TenancyService
+    from engine.usage import UsageService, parse_prices
 
+    prices = parse_prices(settings.usage.prices)  # a bad price stops start-up, naming it
     stack = contextlib.AsyncExitStack()
     try:
         db = await asyncio.to_thread(
@@ -113,17 +135,53 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         await DocumentService.recover(db)
         retrieval = await RetrievalService.open(settings, db, embedder)
         stack.push_async_callback(retrieval.close)
-        jobs = JobService(db)
+        limits = await LimitService.open(Quota(**dataclasses.asdict(settings.limits)), db)
+        jobs = JobService(db, limits)
         await jobs.start()
         # Closed before the indexes are saved: no job writes an index meanwhile.
         stack.push_async_callback(jobs.close)
         tenancy = await TenancyService.open(db)
-        documents = DocumentService(settings, db, retrieval, jobs, embedder)
+        usage = UsageService(db, prices, settings.usage.currency)
+        stack.push_async_callback(usage.flush)
+        documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
         sessions = SessionService(db)
     except BaseException:
         await stack.aclose()
         raise
-    return Corpus(db, jobs, retrieval, tenancy, documents, sessions, stack)
+    return Corpus(db, jobs, retrieval, tenancy, limits, usage, documents, sessions, stack)
+
+
+@dataclass(frozen=True)
+class _Tasks:
+    usage: TaskUsage
+    classifiers: ClassifierService
+    extraction: ExtractionService
+    workflows: WorkflowService
+    analysis: AnalysisService
+
+
+async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
+    """The task services over one task LLM and one ``tasks`` store (migrated first)."""
+    from engine.tasks.analysis import AnalysisService
+    from engine.tasks.classifiers import ClassifierService
+    from engine.tasks.extraction import ExtractionService
+    from engine.tasks.llm import EngineLLM
+    from engine.tasks.store import TaskRepo
+    from engine.tasks.usage import TaskUsage
+    from engine.tasks.workflow_service import WorkflowService
+
+    await asyncio.to_thread(corpus.db.store.migrate)
+    repo = TaskRepo(corpus.db.store)
+    llm = EngineLLM(engine)
+    usage = TaskUsage(engine, corpus.db, repo, corpus.limits)
+    classifiers = ClassifierService(engine, repo, corpus.jobs, llm, usage)
+    return _Tasks(
+        usage=usage,
+        classifiers=classifiers,
+        extraction=ExtractionService(llm, usage),
+        workflows=WorkflowService(engine, repo, classifiers, llm, usage),
+        analysis=AnalysisService(repo, corpus.jobs, corpus.documents, llm, usage),
+    )
 
 
 async def open_hearth(
@@ -138,7 +196,6 @@ async def open_hearth(
     from the models directory, checked by sha256.
     """
     from engine.rag import RagService
-    from engine.tasks.service import TaskService
 
     stack = contextlib.AsyncExitStack()
     try:
@@ -148,7 +205,7 @@ async def open_hearth(
         corpus = await open_corpus(settings, engine.embedder)
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
-        tasks = await TaskService.open(engine, corpus.db, corpus.jobs, corpus.documents)
+        tasks = await open_tasks(engine, corpus)
     except BaseException:
         await stack.aclose()
         raise
@@ -160,9 +217,15 @@ async def open_hearth(
         jobs=corpus.jobs,
         retrieval=corpus.retrieval,
         tenancy=corpus.tenancy,
+        limits=corpus.limits,
+        usage=corpus.usage,
         documents=corpus.documents,
         sessions=corpus.sessions,
         rag=rag,
-        tasks=tasks,
+        task_usage=tasks.usage,
+        classifiers=tasks.classifiers,
+        extraction=tasks.extraction,
+        workflows=tasks.workflows,
+        analysis=tasks.analysis,
         _exit=stack,
     )

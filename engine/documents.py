@@ -17,15 +17,19 @@ from engine.ingest.chunker import Chunker
 from engine.ingest.extract import Limits, sniff
 from engine.ingest.inputs import DocumentInput
 from engine.ingest.pipeline import Ingestor, ItemResult
+from engine.lru import LRU
 from engine.storage import Chunk, Collection, Database, Document, Job
 
 if TYPE_CHECKING:
     from configs import Settings
     from engine.embeddings import TextEmbedder
     from engine.job_service import JobService
+    from engine.limits import LimitService
     from engine.retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
+
+CACHED_CHUNKERS = 16  # one per (chunk_tokens, chunk_overlap) in use
 
 __all__ = ["DocumentInput", "DocumentService"]
 
@@ -38,17 +42,28 @@ class DocumentService:
         retrieval: RetrievalService,
         jobs: JobService,
         embedder: TextEmbedder,
+        limit_service: LimitService | None = None,
     ) -> None:
+        """``limit_service``: the tenants' storage limits, checked before anything is stored."""
         self.settings = settings
+        self._limits = limit_service
         self._db = db
         self._index = retrieval.index
         self._jobs = jobs
         self._tokenizer = embedder.tokenizer
-        self._chunkers: dict[tuple[int, int], Chunker] = {}
+        self._chunkers: LRU[tuple[int, int], Chunker] = LRU(CACHED_CHUNKERS)
         ing = settings.ingest
-        limits = Limits(ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s)
+        limits = Limits(
+            ing.max_file_bytes, ing.max_pdf_pages, ing.pdf_timeout_s, ing.pdf_memory_mib << 20
+        )
         self._ingestor = Ingestor(
-            db, self._index, self._chunker, embedder.embed, limits, ing.embed_batch
+            db,
+            self._index,
+            self._chunker,
+            embedder.embed,
+            limits,
+            ing.embed_batch,
+            embedding_model=settings.embeddings.model,
         )
 
     @staticmethod
@@ -83,6 +98,8 @@ class DocumentService:
             raise InvalidRequestError(
                 "chunk_overlap must be in 0..chunk_tokens/2", param="chunk_overlap"
             )
+        if self._limits is not None:
+            await self._limits.check_storage(tenant, new_collections=1)
         col = await asyncio.to_thread(
             self._db.corpus.create_collection, tenant, name, tokens, overlap, metadata
         )
@@ -115,6 +132,12 @@ class DocumentService:
         """Validate the inputs now (4xx), then ingest them in a background job."""
         col = await self.get_collection(tenant, collection)
         self._validate(items)
+        if self._limits is not None:
+            await self._limits.check_storage(
+                tenant,
+                new_bytes=sum(item.size for item in items),
+                new_documents=len(items),
+            )
         job = await self._jobs.create(tenant, "ingest", col.id, len(items))
         self._jobs.submit(job, lambda report: self._ingest_all(col, list(items), job, report))
         return job

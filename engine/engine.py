@@ -49,7 +49,7 @@ class Engine:
     ):
         self.settings = settings
         self.models = ModelPool.from_settings(settings, backend)
-        self.embedding_card = get_card(settings.embeddings.model)
+        self.embedding_card = get_card(settings.embeddings.model, data_dir=settings.data_dir)
         self._embedder = embedder
         # Other embedding models, loaded on first use (a classifier trained on one of them).
         self._other_embedders: dict[str, Embedder] = {}

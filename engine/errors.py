@@ -3,6 +3,8 @@ body."""
 
 from __future__ import annotations
 
+import errno
+
 
 class HearthError(Exception):
     """Base class. ``param`` names the request field at fault; ``code`` is a stable machine tag."""
@@ -15,6 +17,17 @@ class HearthError(Exception):
         self.message = message
         self.param = param
         self.code = code
+
+    def __reduce__(self) -> tuple:
+        # Pickled with its fields (errors raised in a sandboxed worker cross a process boundary).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[HearthError], message: str, state: dict) -> HearthError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidRequestError(HearthError):
@@ -47,6 +60,13 @@ class PayloadTooLargeError(HearthError):
     type = "invalid_request_error"
 
 
+class RequestTimeoutError(HearthError):
+    """A request passed its deadline (its ``timeout``, at most the server's maximum)."""
+
+    status = 408
+    type = "timeout_error"
+
+
 class UnprocessableError(HearthError):
     """The request is well-formed but cannot be served, e.g. a JSON Schema too complex to
     compile."""
@@ -61,6 +81,8 @@ class RetryableError(HearthError):
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        # Extra response headers (the x-ratelimit-* figures of a 429).
+        self.headers: dict[str, str] = {}
 
 
 class TooManyRequestsError(RetryableError):
@@ -76,6 +98,20 @@ class OverloadedError(RetryableError):
 class NotReadyError(RetryableError):
     status = 503
     type = "not_ready_error"
+
+
+class InsufficientStorageError(HearthError):
+    """The disk is full: nothing of the request was kept (its transaction rolled back)."""
+
+    status = 507
+    type = "insufficient_storage_error"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or DuckDB's error text) says the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 class BackendError(HearthError):

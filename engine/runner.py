@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.backends.base import Backend, create_backend
 from engine.errors import (
@@ -30,7 +30,9 @@ from engine.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
+    RequestTimeoutError,
 )
+from engine.fairness import FairQueue
 from engine.grammar.binding import BoundFormat, GrammarSupport
 from engine.text import IncrementalText, detokenize
 from engine.types import (
@@ -51,14 +53,22 @@ from engine.types import (
     TopLogprob,
     Usage,
 )
-from models import get_card, verify_model
-from models.chat_templates import ChatMessage, render_chat
+from models import get_card, model_path, verify_model
+from models.chat_templates import ChatMessage
+from models.templates import ChatTemplate, ChatTemplateError, load_template
 
 if TYPE_CHECKING:
     from configs import Settings
     from models import ModelCard
 
 log = logging.getLogger(__name__)
+
+
+# Put in a request's queue at its deadline (never a backend output).
+_EXPIRED: Any = object()
+# Put in every request's queue when the backend's step loop died.
+_DEAD: Any = object()
+SUPERVISE_S = 0.5  # how often the step loop is checked
 
 
 @dataclasses.dataclass
@@ -75,6 +85,8 @@ class ModelRunner:
 
     Admission: at most ``llm.max_running + llm.max_waiting`` sequences in flight; beyond that a
     request is refused with 503 + Retry-After (``OverloadedError``) before anything is submitted.
+    At most ``llm.max_running`` are submitted to the backend; the others wait in per-tenant
+    queues served round-robin (``engine.fairness.FairQueue``), within their deadline.
     """
 
     def __init__(self, settings: Settings, card: ModelCard, backend: Backend | None = None):
@@ -84,11 +96,18 @@ class ModelRunner:
         self._queues: dict[str, asyncio.Queue[BackendOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
+        # Room in the batch, granted per tenant in turn (requests past it wait here, not in
+        # the backend's FIFO).
+        self._fair = FairQueue(settings.llm.max_running)
         self._turn_stop_ids: tuple[int, ...] | None = None
+        self._template: ChatTemplate | None = None
         self._started = False
         # Structured output: compiles response formats, one constraint per choice.
         self.grammar = GrammarSupport()
         self.last_used = time.monotonic()
+        self._owns_backend = backend is None  # a crashed one is replaced by a fresh one
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0  # step loops that died and were restarted
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -105,13 +124,43 @@ class ModelRunner:
             self._backend = create_backend(self.settings, self.card)
         await asyncio.to_thread(self._backend.start, self._on_outputs)
         self._started = True
+        self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.card.id}")
         log.info("model ready: %s on %s", self.card.id, self._backend.name)
 
     async def close(self) -> None:
         self._started = False
+        if self._watch is not None:
+            self._watch.cancel()
         self.grammar.close()
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
+
+    async def _supervise(self) -> None:
+        """Watch the backend's step loop. If it dies, the requests in flight fail with 503 (they
+        would wait forever) and a fresh backend is started (``ready`` is False meanwhile)."""
+        while self._started:
+            await asyncio.sleep(SUPERVISE_S)
+            backend = self._backend
+            if not self._started or backend is None or backend.is_stepping():
+                continue
+            self.restarts += 1
+            queues = {id(q): q for q in self._queues.values()}  # one per request
+            log.error(
+                "the %s step loop of %s stopped: failing %d request(s), restarting it",
+                backend.name,
+                self.card.id,
+                len(queues),
+            )
+            for queue in queues.values():
+                queue.put_nowait(_DEAD)
+            try:
+                await asyncio.to_thread(backend.close)
+                if self._owns_backend:
+                    self._backend = create_backend(self.settings, self.card)
+                await asyncio.to_thread(self._backend.start, self._on_outputs)  # type: ignore[union-attr]
+                log.info("model %s restarted on %s", self.card.id, self._backend.name)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - tried again at the next check
+                log.exception("restarting %s failed", self.card.id)
 
     @property
     def ready(self) -> bool:
@@ -158,16 +207,35 @@ class ModelRunner:
         """Tokens ``text`` takes as plain content (special tokens inert, no BOS)."""
         return len(self.backend.tokenize(text, add_bos=False, parse_special=False))
 
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The card's template (built-in or the model file's own), loaded on first use; 400 when
+        the model has none or it cannot be loaded."""
+        if self._template is None:
+            try:
+                path = model_path(self.card, self.settings.models_dir)
+                template = load_template(self.card.chat_template, path)
+            except (ChatTemplateError, OSError) as exc:
+                raise InvalidRequestError(f"model {self.card.id!r}: {exc}", param="model") from None
+            if template is None:
+                raise InvalidRequestError(
+                    f"model {self.card.id!r} has no chat template; use /v1/completions",
+                    param="model",
+                )
+            self._template = template
+        return self._template
+
     def tokenize_chat(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        """Render the card's chat template; content is tokenized with special tokens inert."""
-        if not self.card.chat_template:
-            raise InvalidRequestError(
-                f"model {self.card.id!r} has no chat template; use /v1/completions",
-                param="model",
-            )
-        rendered = render_chat(self.card.chat_template, messages)
+        """Render the card's chat template; content is tokenized with special tokens inert. Stop
+        strings and turn-ending tokens come from the template (a built-in one's markup, or the
+        model's own EOS/end-of-turn tokens)."""
+        try:
+            rendered = self.chat_template.render(messages)
+        except ChatTemplateError as exc:
+            param = "messages" if exc.index is None else f"messages[{exc.index}]"
+            raise InvalidRequestError(str(exc), param=param) from None
         bos = self.backend.bos_token_id
-        ids = [bos] if bos is not None else []
+        ids = [bos] if bos is not None and rendered.add_bos else []
         for seg in rendered.segments:
             ids += self.backend.tokenize(seg.text, add_bos=False, parse_special=seg.markup)
         if self._turn_stop_ids is None:  # the template's markup is fixed: resolve it once
@@ -205,8 +273,37 @@ class ModelRunner:
         """Stream a generation: ChoiceDelta events (any choice order), then one GenerationDone."""
         backend = self._require_ready()
         self.last_used = time.monotonic()
-        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
-        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
+        timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        n = req.n
+        self._admit(n)  # 503 before any work (grammar, tokenization) when the engine is full
+        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
+        choices: list[_Choice] = []
+        # The deadline puts a marker in the queue: _collect raises 408 when it reaches it.
+        expiry = asyncio.get_running_loop().call_at(deadline, queue.put_nowait, _EXPIRED)
+        room = 0
+        try:
+            req, fmt, prompt, params = await self._prepare(req, backend)
+            started = time.perf_counter()
+            room = await self._turn(req, deadline)  # per-tenant round-robin for batch room
+            self._start_choices(req, prompt, params, queue, backend, choices, fmt)
+            async for event in self._collect(req, prompt, params, choices, queue, started):
+                yield event if fmt is None else fmt.observe(event)
+        finally:
+            expiry.cancel()
+            for c in choices:
+                self._queues.pop(c.seq_id, None)
+                if not c.finished:
+                    backend.abort(c.seq_id)
+            if room:
+                self._fair.release(room)
+            self._inflight -= n  # admitted as a whole, released as a whole
+
+    async def _prepare(
+        self, req: GenerateRequest, backend: Backend
+    ) -> tuple[GenerateRequest, BoundFormat | None, list[int], SamplingParams]:
+        """Compile the response format, tokenize the prompt, check the context and stops."""
+        req, fmt = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
         prompt, stops = self._prompt_of(req)
         params = req.params
         if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
@@ -219,20 +316,7 @@ class ModelRunner:
             fmt.budget = min(params.max_tokens, backend.max_model_len - len(prompt))
         if params.stop or stops:
             params = dataclasses.replace(params, stop=tuple(params.stop) + tuple(stops))
-        self._admit(req.n)
-        queue: asyncio.Queue[BackendOutput] = asyncio.Queue()
-        choices: list[_Choice] = []
-        started = time.perf_counter()
-        try:
-            self._start_choices(req, prompt, params, queue, backend, choices, fmt)
-            async for event in self._collect(req, prompt, params, choices, queue, started):
-                yield event if fmt is None else fmt.observe(event)
-        finally:
-            for c in choices:
-                self._queues.pop(c.seq_id, None)
-                if not c.finished:
-                    backend.abort(c.seq_id)
-            self._inflight -= req.n  # admitted as a whole, released as a whole
+        return req, fmt, prompt, params
 
     def _require_ready(self) -> Backend:
         if not self.ready:
@@ -244,6 +328,8 @@ class ModelRunner:
             return self.tokenize_chat(req.messages)
         if req.prompt_tokens is not None:
             ids = list(req.prompt_tokens)
+            if not ids:  # nothing to prefill: the backend would never schedule it
+                raise InvalidRequestError("the prompt is an empty list of tokens", param="prompt")
             self._check_token_ids(ids, "prompt")
             return ids, ()
         ids = self.tokenize_prompt(req.prompt or "", add_special_tokens=req.add_special_tokens)
@@ -261,6 +347,19 @@ class ModelRunner:
                 "completion). Please reduce the prompt or max_tokens.",
                 param=param,
             )
+
+    async def _turn(self, req: GenerateRequest, deadline: float) -> int:
+        """Wait for the request's turn in the batch (``FairQueue``), within its deadline."""
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._fair.acquire(req.tenant, req.n), max(left, 0))
+        except TimeoutError:
+            raise RequestTimeoutError(
+                "the request waited for its turn past its timeout "
+                f"of {req.timeout_s or self.settings.llm.request_timeout_s:g} s",
+                param="timeout",
+                code="request_timeout",
+            ) from None
 
     def _admit(self, n: int) -> None:
         cfg = self.settings.llm
@@ -294,7 +393,9 @@ class ModelRunner:
             constraint: TokenConstraint | None = fmt.new_constraint() if fmt else None
             self._queues[seq_id] = queue
             choices.append(_Choice(i, seq_id, IncrementalText(params.stop)))
-            backend.submit(BackendRequest(seq_id, list(prompt), p, eos, constraint))
+            backend.submit(
+                BackendRequest(seq_id, list(prompt), p, eos, constraint, cache_salt=req.tenant)
+            )
 
     async def _collect(
         self,
@@ -311,6 +412,19 @@ class ModelRunner:
         open_choices = len(choices)
         while open_choices:
             out = await queue.get()
+            if out is _DEAD:
+                raise OverloadedError(
+                    "the model's step loop stopped and is being restarted; retry shortly",
+                    retry_after=self.settings.server.retry_after_s,
+                    code="engine_restarting",
+                )
+            if out is _EXPIRED:
+                timeout_s = req.timeout_s or self.settings.llm.request_timeout_s
+                raise RequestTimeoutError(
+                    f"the request did not finish within its timeout of {timeout_s:g} s",
+                    param="timeout",
+                    code="request_timeout",
+                )
             choice = by_id.get(out.request_id)
             if choice is None or choice.finished:
                 continue
@@ -402,7 +516,8 @@ class ModelPool:
     @classmethod
     def from_settings(cls, settings: Settings, backend: Backend | None = None) -> ModelPool:
         """The pool of ``settings.llm.model``; ``backend``: a ready-made one (tests)."""
-        return cls([ModelRunner(settings, get_card(settings.llm.model), backend)])
+        card = get_card(settings.llm.model, data_dir=settings.data_dir)
+        return cls([ModelRunner(settings, card, backend)])
 
     async def start(self) -> None:
         for runner in self._runners.values():

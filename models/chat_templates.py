@@ -31,6 +31,8 @@ class RenderedChat:
     stop: tuple[str, ...]
     # Markup that, generated as a special token, ends the answer too (a new turn begins).
     stop_markup: tuple[str, ...] = ()
+    # Whether the tokenizer adds BOS before the text (False when the template wrote it itself).
+    add_bos: bool = True
 
     @property
     def text(self) -> str:
@@ -64,9 +66,7 @@ def _gemma(messages: Sequence[ChatMessage]) -> RenderedChat:
         segs += [Segment("<start_of_turn>user\n", True), Segment(pending_system, False)]
         segs.append(Segment("<end_of_turn>\n", True))
     segs.append(Segment("<start_of_turn>model\n", True))
-    return RenderedChat(
-        tuple(segs), stop=("<end_of_turn>",), stop_markup=("<start_of_turn>",)
-    )
+    return RenderedChat(tuple(segs), stop=("<end_of_turn>",), stop_markup=("<start_of_turn>",))
 
 
 def _chatml(messages: Sequence[ChatMessage]) -> RenderedChat:

@@ -40,12 +40,17 @@ def verify_model(card: ModelCard, models_dir: Path) -> Path:
     """Return the model's path after checking its sha256; raise ModelFileError naming the file."""
     path = model_path(card, models_dir)
     weights = _weights(card, path)
+    if not weights.exists() and card.origin == "user":
+        raise ModelFileError(
+            f"model {card.id!r}: file {weights} does not exist (moved or deleted?); "
+            f"`hearth models remove {card.id}` and add it again"
+        )
     if not weights.exists():
         raise ModelFileError(
             f"model {card.id!r}: file {weights} does not exist; "
             "run `python -m server install-models` "
             f"(or `make serve`) to install it from the "
-            f"{card.source_package or ', '.join(card.source_parts)!r} package"
+            f"{card.source_package or ', '.join(card.source_parts + card.source_files)!r} package"
         )
     actual = sha256_file(weights)
     if actual != card.sha256:
@@ -76,6 +81,11 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
         pass
     if card.converted_from:
         return _install_converted(card, models_dir)
+    if card.source_files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _install_concatenated(card, path)
+        log.info("installed model %s at %s", card.id, path)
+        return verify_model(card, models_dir)
     if card.source_parts:
         path.parent.mkdir(parents=True, exist_ok=True)
         _install_split_zip(card, path)
@@ -119,6 +129,40 @@ def _part_files(card: ModelCard) -> list[Path]:
             raise ModelFileError(f"model {card.id!r}: package {name!r} holds no single zip part")
         parts.append(Path(str(dist.locate_file(found[0]))))
     return parts
+
+
+def _distribution_file(card: ModelCard, spec: str) -> Path:
+    """``<distribution>:<path>`` of ``card.source_files`` as a path on disk."""
+    name, _, inside = spec.partition(":")
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        how = (
+            f"`python -m server install-models --model {card.id}` installs it"
+            if card.source_requirements
+            else "`make install` installs it (requirements-models.txt)"
+        )
+        raise ModelFileError(
+            f"model {card.id!r}: package {name!r} is not installed; {how}"
+        ) from None
+    path = Path(str(dist.locate_file(inside)))
+    if not path.is_file():
+        raise ModelFileError(f"model {card.id!r}: package {name!r} holds no file {inside!r}")
+    return path
+
+
+def _install_concatenated(card: ModelCard, target: Path) -> None:
+    """Join the ``source_files`` in order into ``target`` (published by one rename)."""
+    parts = [_distribution_file(card, spec) for spec in card.source_files]
+    tmp = target.with_name(target.name + ".part")
+    try:
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _install_split_zip(card: ModelCard, target: Path) -> None:

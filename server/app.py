@@ -21,11 +21,16 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
-from server.auth import TenantAuthMiddleware
+from server import console
+from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
+from server.browser import browser_guard, names, open_mode_refusal
+from server.deadlines import write_deadline
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
+from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import documents as document_routes
+from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
@@ -67,24 +72,50 @@ def create_app(
             *ops.ROUTES,
             *openai_routes.ROUTES,
             metrics_route,
-            *document_routes.HANDLERS,  # collections, documents, jobs, /v1/retrieve, sessions
+            *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
+            *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
+            *console.ROUTES,  # the web console's static page at /
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
-        middleware=[TenantAuthMiddleware],
+        # A slow reader's writes time out (its stream ends, its sequences abort); browser
+        # safety (Host, Origin, Content-Type); then auth and admission by the tenant's limits.
+        middleware=[
+            RequestIds,  # X-Request-Id in and out, the access log
+            write_deadline(settings.server.sse_write_timeout_s),
+            browser_guard(settings.server.allowed_hosts, settings.server.cors_origins),
+            TenantAuthMiddleware,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.server.max_body_bytes,
-        cors_config=CORSConfig(allow_origins=[]),
+        cors_config=_cors(settings),
         openapi_config=None,
         debug=False,
     )
 
 
+def _cors(settings: Settings) -> CORSConfig | None:
+    """No CORS unless origins are configured."""
+    origins = sorted(names(settings.server.cors_origins))
+    return CORSConfig(allow_origins=origins) if origins else None
+
+
 async def _start(state: ServerState, open_services: ServicesFactory, exit_on_failure: bool) -> None:
     try:
-        state.hearth = await open_services(state.settings)
+        hearth = await open_services(state.settings)
+        server = state.settings.server
+        refusal = open_mode_refusal(
+            server.host,
+            server.insecure_open,
+            hearth.tenancy.auth_required,
+            bool(os.environ.get(ADMIN_KEY_ENV)),
+        )
+        if refusal is not None:
+            await hearth.close()
+            raise RuntimeError(refusal)
+        state.hearth = hearth
     except asyncio.CancelledError:
         raise
     except Exception as exc:

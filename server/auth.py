@@ -1,12 +1,19 @@
 """Tenant authentication: an ASGI middleware that puts the caller's tenant in ``request.state``.
 
-- ``/health`` and ``/ready`` are open.
+- ``/health``, ``/ready`` and the console's static page (``/``, ``/console/...``) are open.
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
-  off, 403); it sets no tenant.
+  off, 403); it sets no tenant. So does ``/metrics`` once tenant keys exist: its figures come
+  from every tenant's traffic (in open mode there is one tenant, and it stays open to loopback).
 - Everything else: 503 until Hearth's services are up. Then, once any tenant key
   exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
   request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
   clients only; a bearer token is then ignored (OpenAI clients always send one).
+
+Then admission by the tenant's limits (``engine.LimitService.admit``) for every request that does
+work (POST, PUT, PATCH, DELETE), before the body is even read: over a limit it is a 429 naming the
+limit with Retry-After and OpenAI's ``x-ratelimit-*`` headers; admitted, the request's
+``Ticket`` is in ``request.state["ticket"]`` (its tokens are charged when it ends), its response
+carries the same headers, and its concurrency slot is given back when the response is done.
 
 Failures are answered here with an OpenAI error body, before any handler runs.
 """
@@ -21,15 +28,19 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from engine import TooManyRequestsError, current_tenant
 from server.state import state_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+OPEN_PREFIXES = ("/console/",)  # the console's static files (server.console)
+CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"
 ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
 DEFAULT_TENANT = "default"
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+_ADMITTED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -51,18 +62,39 @@ class TenantAuthMiddleware:
         self._warned_open = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         token = bearer(scope.get("headers", []))  # type: ignore[arg-type]
-        if scope["path"].startswith(ADMIN_PREFIX):
+        if scope["path"].startswith(ADMIN_PREFIX) or _cross_tenant(scope):
             error = self._admin(token)
         else:
             error = await self._tenant(scope, token)
         if error is not None:
             await _reply(send, *error)
             return
-        await self.app(scope, receive, send)
+        state = scope.get("state", {})
+        if "tenant" in state:  # engine work done on the tenant's behalf knows whose it is
+            current_tenant.set(state["tenant"])
+        if "tenant" not in state or scope.get("method") not in _ADMITTED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limits = state_of(scope["app"]).hearth.limits  # type: ignore[union-attr]
+        try:
+            ticket = limits.admit(state["tenant"], state.get("key_id"))
+        except TooManyRequestsError as exc:
+            await _reply(send, 429, exc.type, exc.message, exc.code, exc.retry_after, exc.headers)
+            return
+        state["ticket"] = ticket
+        try:
+            await self.app(scope, receive, _with_headers(send, ticket.headers))
+        finally:
+            ticket.release()
 
     def _admin(self, token: str | None) -> tuple[int, str, str] | None:
         if not self.admin_key:
@@ -95,24 +127,66 @@ class TenantAuthMiddleware:
             return None
         if token is None:
             return 401, "authentication_error", "missing Authorization: Bearer <api key>"
-        tenant = await service.authenticate(token)
-        if tenant is None:
+        found = await service.identify(token)
+        if found is None:
             return 401, "authentication_error", "invalid API key"
-        state["tenant"] = tenant
+        state["tenant"], state["key_id"] = found
         return None
 
 
-async def _reply(send: Send, status: int, kind: str, message: str) -> None:
+async def _reply(
+    send: Send,
+    status: int,
+    kind: str,
+    message: str,
+    code: str | None = None,
+    retry_after: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
     body = json.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}
     ).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     if status == 503:
-        headers.append((b"retry-after", b"2"))
+        retry_after = retry_after or 2
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, retry_after)).encode()))
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _with_headers(send: Send, headers: dict[str, str]) -> Send:
+    """``send`` that adds ``headers`` to the response's start."""
+    if not headers:
+        return send
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *raw]}
+        await send(message)
+
+    return sending
+
+
+def _cross_tenant(scope: Scope) -> bool:
+    """Routes whose figures mix every tenant's traffic: admin-only once tenants exist."""
+    if scope["path"] not in CROSS_TENANT_PATHS:
+        return False
+    hearth = state_of(scope["app"]).hearth
+    return hearth is None or hearth.tenancy.auth_required
+
+
+def is_admin(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries the admin key (``$HEARTH_ADMIN_KEY``, when set)."""
+    admin_key, token = os.environ.get(ADMIN_KEY_ENV), bearer(headers)
+    return bool(admin_key and token) and hmac.compare_digest(
+        token.encode(),  # type: ignore[union-attr]
+        admin_key.encode(),  # type: ignore[union-attr]
+    )
 
 
 def tenant_of(request: Any) -> str:

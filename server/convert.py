@@ -25,6 +25,7 @@ from engine import (
     InvalidRequestError,
     LogprobEntry,
     NotFoundError,
+    Outcome,
     RetrievalOptions,
     SamplingParams,
     StructuredSpec,
@@ -33,7 +34,7 @@ from engine import (
 )
 from models import ModelCard
 from models.chat_templates import ROLES, ChatMessage
-from server.wire import ChatCompletionRequest, CompletionRequest, Message
+from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingEntry, Message
 
 MAX_STOP = 16
 MAX_LOGPROBS = 20
@@ -132,6 +133,15 @@ def sampling_params(
     )
 
 
+def request_timeout(req: CompletionRequest | ChatCompletionRequest, limit: float) -> float:
+    """The request's deadline in seconds: its ``timeout`` (0 < timeout <= limit) or the limit."""
+    if req.timeout is None:
+        return limit
+    if not 0 < req.timeout <= limit:
+        raise _bad(f"timeout must be more than 0 and at most {limit:g} seconds", "timeout")
+    return req.timeout
+
+
 def _content_text(msg: Message, index: int) -> str:
     if msg.content is None:
         if msg.role == "assistant" and msg.tool_calls:
@@ -226,7 +236,7 @@ class ChoiceAccumulator:
         self.text: list[str] = []
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
-        self.structured: Any = None  # engine.grammar Outcome of a constrained choice
+        self.structured: Outcome | None = None  # how a constrained choice fared
 
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.text)
@@ -331,14 +341,14 @@ def completion_chunk(
     }
 
 
-def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, Any]]:
+def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[EmbeddingEntry]:
     data = []
     for i, vec in enumerate(vectors):
         if encoding_format == "base64":
-            value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+            value: list[float] | str = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
         else:
             value = vec.tolist()
-        data.append({"object": "embedding", "index": i, "embedding": value})
+        data.append(EmbeddingEntry(i, value))
     return data
 
 
@@ -404,6 +414,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         messages=messages,
         n=req.n,
         response_format=spec_of(req),
+        timeout_s=request_timeout(req, engine.settings.llm.request_timeout_s),
     )
     return ChatCall(generate, options, req.session_id)
 
@@ -445,6 +456,8 @@ def _prompts(prompt: str | list[Any]) -> list[str | list[int]]:
         raise _bad("prompt must not be empty", "prompt")
     if all(isinstance(p, int) for p in prompt):
         return [list(prompt)]
+    if all(isinstance(p, list) for p in prompt) and not all(prompt):
+        raise _bad("prompt: a list of token ids must not be empty", "prompt")
     if all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt):
         return list(prompt)
     raise _bad(
@@ -478,6 +491,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     )
     rid = new_id("cmpl")
     fmt = spec_of(req)
+    timeout_s = request_timeout(req, engine.settings.llm.request_timeout_s)
     return [
         GenerateRequest(
             request_id=f"{rid}-{k}",
@@ -487,6 +501,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
             prompt_tokens=p if isinstance(p, list) else None,
             n=req.n,
             response_format=fmt,
+            timeout_s=timeout_s,
         )
         for k, p in enumerate(prompts)
     ]

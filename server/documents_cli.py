@@ -7,6 +7,8 @@ Both talk to a running server over HTTP (it is the database's one writer). ``hea
     hearth ingest ./handbook --collection hr          # files: .txt .md .markdown .pdf
     hearth admin tenants create acme                  # $HEARTH_ADMIN_KEY authenticates
     hearth admin keys create acme --name ci           # prints the key once
+    hearth admin limits set acme requests_per_min=60 tokens_per_day=none   # none: the default
+    hearth admin limits show key_0123abcd              # a tenant (id or name) or a key id
 """
 
 from __future__ import annotations
@@ -164,6 +166,28 @@ def configure_admin(p: argparse.ArgumentParser) -> None:
     create.add_argument("--name")
     keys.add_parser("list").add_argument("tenant")
     keys.add_parser("revoke").add_argument("key_id")
+    limits = sub.add_parser("limits").add_subparsers(dest="action", required=True)
+    limits.add_parser("show").add_argument("subject", help="tenant id or name, or key id")
+    change = limits.add_parser("set")
+    change.add_argument("subject", help="tenant id or name, or key id")
+    change.add_argument("values", nargs="+", help="name=N (0: unlimited) or name=none")
+
+
+def limit_values(pairs: list[str]) -> dict[str, int | None]:
+    """``["requests_per_min=60", "tokens_per_day=none"]`` → the admin API's ``limits`` object."""
+    out: dict[str, int | None] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"{pair!r}: expected name=value")
+        if value.strip().lower() in ("none", "null", "default"):
+            out[name] = None
+            continue
+        try:
+            out[name] = int(value.replace("_", ""))
+        except ValueError:
+            raise CliError(f"{pair!r}: the value must be a whole number or none") from None
+    return out
 
 
 def run_admin(args: argparse.Namespace, settings: Settings) -> int:
@@ -190,6 +214,11 @@ def _admin_http(args: argparse.Namespace, settings: Settings) -> Any:
             return _check(http.post(f"/v1/admin/tenants/{args.tenant}/keys", json=body))
         if command == ("keys", "list"):
             return _check(http.get(f"/v1/admin/tenants/{args.tenant}/keys"))["data"]
+        if command == ("limits", "show"):
+            return _check(http.get(f"/v1/admin/limits/{args.subject}"))
+        if command == ("limits", "set"):
+            body = {"limits": limit_values(args.values)}
+            return _check(http.put(f"/v1/admin/limits/{args.subject}", json=body))
         return _check(http.post(f"/v1/admin/keys/{args.key_id}/revoke"))
 
 
@@ -210,6 +239,8 @@ def _admin_offline(args: argparse.Namespace, settings: Settings) -> Any:
 
 def _offline_command(args: argparse.Namespace, db: Any) -> Any:
     command = (args.admin_command, args.action)
+    if args.admin_command == "limits":
+        raise CliError("limits are changed through the running server (without --offline)")
     if command == ("tenants", "list"):
         return [t.__dict__ for t in db.tenants.list()]
     if command == ("tenants", "create"):

@@ -14,10 +14,13 @@ from litestar.exceptions import HTTPException
 
 from engine import (
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     PayloadTooLargeError,
     RetryableError,
+    is_disk_full,
 )
+from server.wire import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,17 @@ _HTTP_TYPES = {
 }
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None):
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> ErrorBody:
+    """The OpenAI error body of every error response (and of an in-band SSE error)."""
+    return ErrorBody(ErrorDetail(message, type_, param, code))
 
 
 def hearth_error_response(exc: HearthError) -> Response:
     headers = {}
     if isinstance(exc, RetryableError):
+        headers.update(exc.headers)
         headers["Retry-After"] = str(max(1, int(exc.retry_after)))
     if exc.status >= 500:
         log.error("%s: %s", type(exc).__name__, exc.message)
@@ -74,6 +81,15 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response:
 
 
 def _on_unexpected(_: Request, exc: Exception) -> Response:
+    if is_disk_full(exc):  # a full disk is the operator's to fix, and says so
+        log.critical("disk full: %s", exc)
+        return hearth_error_response(
+            InsufficientStorageError(
+                "the server's disk is full: nothing of this request was stored; retry after "
+                "the operator frees space",
+                code="disk_full",
+            )
+        )
     log.exception("unhandled error")
     return Response(
         error_body("internal error; see the server log", "server_error"), status_code=500

@@ -54,8 +54,13 @@ def _event_of(item: Any) -> Any:
     return item[1] if isinstance(item, tuple) else item
 
 
-async def metered(timer: RequestTimer, events: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Pass ``events`` through, recording the request's timings, status and usage."""
+async def metered(
+    timer: RequestTimer,
+    events: AsyncIterator[T],
+    on_usage: Callable[[Usage], None] | None = None,
+) -> AsyncIterator[T]:
+    """Pass ``events`` through, recording the request's timings, status and usage; ``on_usage``
+    gets the summed usage once at the end (charging the tenant, recording it)."""
     usage = Usage(0, 0)
     status = 500
     try:
@@ -75,6 +80,8 @@ async def metered(timer: RequestTimer, events: AsyncIterator[T]) -> AsyncIterato
         raise
     finally:
         timer.finish(status, usage.prompt_tokens, usage.completion_tokens)
+        if on_usage is not None:
+            on_usage(usage)
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -44,6 +44,8 @@ from engine.types import (
 from models.store import model_path
 
 if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
     from configs import Settings
     from models import ModelCard
 
@@ -63,6 +65,7 @@ class _Slot:
     cached: list[int] = field(default_factory=list)
     seq: _Seq | None = None
     last_used: float = 0.0
+    salt: str = ""  # the cache salt (tenant) of the request whose KV ``cached`` is
 
 
 @dataclass
@@ -155,10 +158,12 @@ class LlamaCppBackend:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    @property
-    def vocab(self):
-        """The llama.cpp vocab pointer (for grammar libraries that build a tokenizer from it)."""
-        return self._vocab
+    def grammar_tokenizer(self) -> LLTokenizer:
+        """The llguidance tokenizer of the loaded vocabulary (engine.grammar compiles with it;
+        takes 1-3 s). Valid while the model is loaded."""
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        return lltokenizer_from_vocab(self._vocab, eos_token=sorted(self.eos_token_ids))
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -358,6 +363,8 @@ class LlamaCppBackend:
             return False  # no copies across KV streams: nothing to wait for
         prompt = req.prompt_tokens
         for seq in self._running.values():
+            if seq.req.cache_salt != req.cache_salt:
+                continue  # another tenant's prompt: never shared, so never waited for
             if seq.prefilling and seq.tokens[: len(prompt)] == prompt and len(prompt) > 32:
                 return True
         return False
@@ -371,6 +378,8 @@ class LlamaCppBackend:
         for slot in self._slots:
             if self._invariant and slot.seq is not None:
                 continue  # no copies across KV streams: only a free slot's own cache is reused
+            if slot.salt != req.cache_salt:
+                continue  # another tenant's KV is never reused (nor its timing observable)
             held = slot.cached if slot.seq is None else slot.cached[: slot.seq.n_past]
             n = _common_prefix(held, prompt)
             if n > best_len:
@@ -392,6 +401,7 @@ class LlamaCppBackend:
                 reuse = best_len
         lc.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1)
         slot.cached = prompt[:reuse]
+        slot.salt = req.cache_salt
         self._prefix_hits += reuse
         seq = _Seq(req=req, slot=slot, tokens=prompt, n_prompt=len(prompt), n_past=reuse)
         if req.params.prompt_logprobs:

@@ -3,8 +3,12 @@
 Compilation is attacker-controlled work, so:
 - llguidance's own limits (``LLParserLimits``: lexer states ~1-2 kB each, grammar size, fuel per
   step) bound memory and per-token work; exceeding them is a 422 "schema too complex";
-- ``compile`` runs the work on a small thread pool (llguidance drops the GIL) and stops waiting
-  after ``timeout_s`` (422), so the event loop and the batch keep going;
+- ``compile`` first runs the untrusted part (schema checks, grammar text, the matcher and its first
+  mask) in a forked child process (``engine.sandbox``) limited to ``timeout_s`` and ``memory_bytes``
+  on top of the server's memory: a child past either is killed and the request is a 422, so no
+  abandoned thread keeps computing and no schema can take the server's memory. Only a spec that
+  compiled within bounds there is built again in the server, on a small thread pool (llguidance
+  drops the GIL), for the matcher the sequences use;
 - results are kept in a byte-bounded LRU keyed by the spec's hash, and concurrent requests with the
   same spec share one compilation (single flight).
 """
@@ -30,6 +34,7 @@ from engine.grammar.constraint import ClosingSearch, ClosingTables, ClosingWords
 from engine.grammar.schema_check import SchemaAnalysis, check_schema, grammar_schema
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import JSON_OPTIONS, tools_lark
+from engine.sandbox import Budget, DeadlineExceeded, Sandbox, SandboxError
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class GrammarCompiler:
         *,
         cache_bytes: int = 64 << 20,
         timeout_s: float = 5.0,
+        memory_bytes: int = 1 << 30,
         workers: int = 2,
         limits: dict[str, Any] | None = None,
     ) -> None:
@@ -83,6 +89,7 @@ class GrammarCompiler:
         self._cached_bytes = 0
         self._inflight: dict[str, asyncio.Future[CompiledGrammar]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grammar")
+        self._sandbox = Sandbox(Budget(timeout_s, memory_bytes), "grammar compilation")
         # Token tables of the budget-aware closing search, shared by every constraint.
         self._closing = ClosingTables.build(tokenizer, eos, (n_vocab + 31) // 32)
         self.compiles = 0  # compilations actually run (cache misses), for tests and metrics
@@ -113,6 +120,7 @@ class GrammarCompiler:
         return compiler
 
     def close(self) -> None:
+        self._sandbox.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- public API ----------------------------------------------------------------------
@@ -151,18 +159,34 @@ class GrammarCompiler:
 
     # ---- internals -----------------------------------------------------------------------
     async def _compile_once(self, key: str, spec: StructuredSpec) -> CompiledGrammar:
+        try:
+            checked = await self._sandbox.run(self._checked_text, spec)
+        except DeadlineExceeded:
+            raise self._too_slow(spec) from None
+        except SandboxError as exc:
+            raise self._too_complex(spec, str(exc)) from None
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._pool, self._build, spec)
+        work = loop.run_in_executor(self._pool, self._build, spec, checked)
         try:
             compiled = await asyncio.wait_for(work, self.timeout_s)
         except TimeoutError:
-            raise UnprocessableError(
-                f"schema too complex: compiling took longer than {self.timeout_s:g} s",
-                param=spec.param,
-                code="schema_too_complex",
-            ) from None
+            raise self._too_slow(spec) from None
         self._store(key, compiled)
         return compiled
+
+    def _checked_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:
+        """The grammar text, after the matcher and its first mask were built from it (in the
+        sandboxed child: this is the part whose cost the tenant controls)."""
+        grammar, analysis, tool_analyses = self._grammar_text(spec)
+        self._probe(self._matcher(grammar, spec), spec)
+        return grammar, analysis, tool_analyses
+
+    def _too_slow(self, spec: StructuredSpec) -> UnprocessableError:
+        return UnprocessableError(
+            f"schema too complex: compiling took longer than {self.timeout_s:g} s",
+            param=spec.param,
+            code="schema_too_complex",
+        )
 
     def _store(self, key: str, compiled: CompiledGrammar) -> None:
         if compiled.nbytes > self.cache_bytes:
@@ -173,25 +197,35 @@ class GrammarCompiler:
             _, old = self._cache.popitem(last=False)
             self._cached_bytes -= old.nbytes
 
-    def _build(self, spec: StructuredSpec) -> CompiledGrammar:
+    def _build(
+        self, spec: StructuredSpec, checked: tuple[str, SchemaAnalysis | None, tuple] | None = None
+    ) -> CompiledGrammar:
         t0 = time.perf_counter()
-        grammar, analysis, tool_analyses = self._grammar_text(spec)
+        grammar, analysis, tool_analyses = checked or self._grammar_text(spec)
         self.compiles += 1
         template = self._matcher(grammar, spec)
-        probe = template.deep_copy()  # builds the lexer for the first mask now, off the loop
-        mask = bytearray((self.n_vocab + 31) // 32 * 4)
-        buf = (ctypes.c_char * len(mask)).from_buffer(mask)
-        probe.unsafe_compute_mask_ptr(ctypes.addressof(buf), len(mask))
-        if probe.is_error():
-            raise self._too_complex(spec, probe.get_error())
+        self._probe(template.deep_copy(), spec)  # builds the lexer for the first mask, off the loop
         words = ClosingWords.of(
             self.tokenizer, spec.schema, *(t.parameters for t in spec.tools or ())
         )
         nbytes = 4 * len(grammar) + 64 * 1024 + 64 * words.size
         return CompiledGrammar(
-            spec, grammar, template, analysis, tool_analyses, time.perf_counter() - t0, nbytes,
+            spec,
+            grammar,
+            template,
+            analysis,
+            tool_analyses,
+            time.perf_counter() - t0,
+            nbytes,
             words,
         )
+
+    def _probe(self, matcher: llguidance.LLMatcher, spec: StructuredSpec) -> None:
+        mask = bytearray((self.n_vocab + 31) // 32 * 4)
+        buf = (ctypes.c_char * len(mask)).from_buffer(mask)
+        matcher.unsafe_compute_mask_ptr(ctypes.addressof(buf), len(mask))
+        if matcher.is_error():
+            raise self._too_complex(spec, matcher.get_error())
 
     def _grammar_text(self, spec: StructuredSpec) -> tuple[str, SchemaAnalysis | None, tuple]:
         M = llguidance.LLMatcher

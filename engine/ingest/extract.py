@@ -2,7 +2,9 @@
 by the file name; the name only tells Markdown from plain text.
 
 PDFs go through pypdf with limits on bytes, pages and time: the clock is checked between pages,
-so one pathological page can overrun the limit by its own extraction time.
+so one pathological page can overrun the limit by its own extraction time. The caller runs a PDF's
+extraction in a killable child process (``extract_isolated``): past the time limit plus a grace
+period, or past ``memory_bytes``, the child is killed and the file is a 422.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from engine.errors import InvalidRequestError, PayloadTooLargeError, UnprocessableError
+from engine.sandbox import Budget, DeadlineExceeded, Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class Limits:
     max_bytes: int
     max_pages: int
     timeout_s: float
+    memory_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,26 @@ def extract(data: bytes, limits: Limits, filename: str | None = None) -> Extract
     if kind == PDF:
         return Extracted(PDF, _pdf_pages(data, limits))
     return Extracted(kind, [decode_text(data)])
+
+
+# Time a child gets past the extraction's own limit (which is checked only between pages).
+_GRACE_S = 5.0
+
+
+def extract_isolated(data: bytes, limits: Limits, filename: str | None = None) -> Extracted:
+    """:func:`extract`, with a PDF's parsing in a child process killed past its time or memory
+    budget (422 naming ``file``). Blocks: call it from a worker thread."""
+    if sniff(data, filename) != PDF or len(data) > limits.max_bytes:
+        return extract(data, limits, filename)
+    sandbox = Sandbox(Budget(limits.timeout_s + _GRACE_S, limits.memory_bytes), "PDF extraction")
+    try:
+        return sandbox.run_sync(extract, data, limits, filename)
+    except DeadlineExceeded:
+        raise UnprocessableError(
+            f"PDF text extraction passed {limits.timeout_s:g} s and was stopped", param="file"
+        ) from None
+    except SandboxError as exc:
+        raise UnprocessableError(f"PDF text extraction failed: {exc}", param="file") from None
 
 
 def decode_text(data: bytes) -> str:

@@ -2,13 +2,16 @@
 anyone watching ``events(job_id)`` (the SSE stream of ``GET /v1/jobs/{id}/events``).
 
 Jobs run one at a time, on purpose: ingestion is CPU-bound (parsing, tokenizing, embedding) and
-two jobs side by side would only slow each other and the chat requests sharing the cores.
+two jobs side by side would only slow each other and the chat requests sharing the cores. The
+queue is per tenant, served in turn (``RoundRobin``): a tenant that queued many jobs delays
+another tenant's next job by one job at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,10 +26,38 @@ JobBody = Callable[[Callable[..., Awaitable[None]]], Awaitable[Any]]
 HEARTBEAT_S = 10.0
 
 
+class RoundRobin:
+    """Items queued per tenant; ``get`` returns the oldest item of the next tenant in turn (a
+    tenant just served goes to the back). Event-loop only."""
+
+    def __init__(self) -> None:
+        self._queues: OrderedDict[str, deque[Any]] = OrderedDict()
+        self._ready = asyncio.Event()
+
+    def put(self, tenant: str, item: Any) -> None:
+        self._queues.setdefault(tenant, deque()).append(item)
+        self._ready.set()
+
+    async def get(self) -> Any:
+        while not self._queues:
+            self._ready.clear()
+            await self._ready.wait()
+        tenant, queue = next(iter(self._queues.items()))
+        item = queue.popleft()
+        if queue:
+            self._queues.move_to_end(tenant)
+        else:
+            del self._queues[tenant]
+        return item
+
+    def qsize(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
 class JobRunner:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: asyncio.Queue[tuple[Job, JobBody]] = asyncio.Queue()
+        self._queue = RoundRobin()  # of (job, body), per tenant
         self._changed: dict[str, asyncio.Event] = {}
         self._worker: asyncio.Task[None] | None = None
 
@@ -45,7 +76,7 @@ class JobRunner:
             self._worker = None
 
     def submit(self, job: Job, body: JobBody) -> None:
-        self._queue.put_nowait((job, body))
+        self._queue.put(job.tenant_id, (job, body))
         self._changed.setdefault(job.id, asyncio.Event())
 
     @property
@@ -63,6 +94,9 @@ class JobRunner:
                 log.exception("job %s crashed", job.id)
 
     async def _run_one(self, job: Job, body: JobBody) -> None:
+        current = await asyncio.to_thread(self.db.jobs.get, job.tenant_id, job.id)
+        if current.finished:  # cancelled while queued
+            return
         counts = {"done": 0, "failed": 0, "skipped": 0}
         await self._update(job, RUNNING, **counts)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.errors import HearthError
 from engine.ingest.chunker import Chunker
-from engine.ingest.extract import TEXT, Extracted, Limits, extract
+from engine.ingest.extract import TEXT, Extracted, Limits, extract_isolated
 from engine.ingest.inputs import DocumentInput
 from engine.retrieval import Retriever
 from engine.storage import Collection, Database, Document
@@ -53,6 +53,8 @@ class Ingestor:
         embed: EmbedFn,
         limits: Limits,
         embed_batch: int = 32,
+        *,
+        embedding_model: str = "",
     ) -> None:
         self.db = db
         self.retriever = retriever
@@ -60,6 +62,7 @@ class Ingestor:
         self.embed = embed
         self.limits = limits
         self.embed_batch = embed_batch
+        self.embedding_model = embedding_model  # named in the usage rows
 
     async def ingest(
         self, collection: Collection, item: DocumentInput, index: int, job_id: str | None
@@ -69,32 +72,38 @@ class Ingestor:
         if existing is not None and existing.status == READY:
             if existing.content_hash == item.content_hash:
                 return ItemResult(index, "unchanged", existing.public_id, existing.n_chunks)
-        outcome = "created"
-        if existing is not None:
-            await asyncio.to_thread(self.delete, existing)
-            outcome = "replaced"
-        doc = await asyncio.to_thread(self._new_row, collection, item, job_id)
+        # A new version is stored beside the old one (without the client's id until it is
+        # ready), then one transaction switches to it and deletes the old.
+        outcome = "created" if existing is None else "replaced"
+        doc = await asyncio.to_thread(self._new_row, collection, item, job_id, existing is None)
+        public_id = item.client_id or doc.id
         try:
-            chunks = await self._process(collection, doc, item)
+            chunks = await self._process(collection, doc, item, existing)
         except Exception as exc:
             message = (
                 exc.message if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
             )
             if not isinstance(exc, HearthError):
                 log.exception("document %s failed", doc.id)
+            if existing is not None:  # the old version stays; the failed new one goes
+                await asyncio.to_thread(self.db.corpus.delete_document, doc)
+                return ItemResult(index, "failed", existing.public_id, error=message)
             await asyncio.to_thread(self.db.corpus.set_status, doc.id, FAILED, message)
-            return ItemResult(index, "failed", doc.public_id, error=message)
-        return ItemResult(index, outcome, doc.public_id, chunks)
+            return ItemResult(index, "failed", public_id, error=message)
+        return ItemResult(index, outcome, public_id, chunks)
 
     def _existing(self, collection: Collection, item: DocumentInput) -> Document | None:
         if item.client_id:
             return self.db.corpus.find_document(collection, item.client_id)
         return self.db.corpus.find_by_hash(collection, item.content_hash)
 
-    def _new_row(self, collection: Collection, item: DocumentInput, job_id: str | None) -> Document:
+    def _new_row(
+        self, collection: Collection, item: DocumentInput, job_id: str | None, named: bool
+    ) -> Document:
+        """``named``: the row carries the client's id now (a replacement gets it when ready)."""
         return self.db.corpus.add_document(
             collection,
-            client_id=item.client_id,
+            client_id=item.client_id if named else None,
             title=item.title or item.filename,
             content_hash=item.content_hash,
             metadata=item.metadata,
@@ -103,7 +112,9 @@ class Ingestor:
             job_id=job_id,
         )
 
-    async def _process(self, collection: Collection, doc: Document, item: DocumentInput) -> int:
+    async def _process(
+        self, collection: Collection, doc: Document, item: DocumentInput, old: Document | None
+    ) -> int:
         await asyncio.to_thread(self.db.corpus.set_status, doc.id, PROCESSING)
         extracted = await asyncio.to_thread(self._extract, item)
         chunker = self.chunker_for(collection)
@@ -111,18 +122,21 @@ class Ingestor:
         texts = [index_text(plan.title_prefix, c.text) for c in plan.chunks]
         vectors = await self._embed(texts)
         n_pages = len(extracted.pages) if extracted.source_type == "pdf" else None
-        await asyncio.to_thread(self._commit, doc, plan.chunks, vectors, n_pages)
+        await asyncio.to_thread(
+            self._commit, doc, plan.chunks, vectors, n_pages, old, item.client_id
+        )
         self.db.usage.record(
             doc.tenant_id,
             "ingest",
             prompt_tokens=sum(c.n_tokens for c in plan.chunks),
             items=len(plan.chunks),
+            model=self.embedding_model,
         )
         return len(plan.chunks)
 
     def _extract(self, item: DocumentInput) -> Extracted:
         if item.data is not None:
-            return extract(item.data, self.limits, item.filename)
+            return extract_isolated(item.data, self.limits, item.filename)
         return Extracted(TEXT, [item.text or ""])
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
@@ -133,10 +147,22 @@ class Ingestor:
         return np.concatenate(parts) if parts else np.zeros((0, self.retriever.dim), np.float32)
 
     def _commit(
-        self, doc: Document, chunks: list, vectors: np.ndarray, n_pages: int | None
+        self,
+        doc: Document,
+        chunks: list,
+        vectors: np.ndarray,
+        n_pages: int | None,
+        old: Document | None = None,
+        client_id: str | None = None,
     ) -> None:
         with self.retriever.writing():
-            ids = self.db.corpus.complete_document(doc, chunks, vectors, n_pages)
+            if old is None:
+                ids = self.db.corpus.complete_document(doc, chunks, vectors, n_pages)
+            else:
+                ids, removed = self.db.corpus.complete_replacement(
+                    doc, chunks, vectors, n_pages, old, client_id
+                )
+                self.retriever.removed(doc.collection_id, removed)
             self.retriever.added(doc.collection_id, ids, vectors)
 
     def delete(self, doc: Document) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 from engine.storage.chats import ChatMessage, ChatRepo, UsageRepo
 from engine.storage.corpus import Chunk, Collection, CorpusRepo, Document, NewChunk
 from engine.storage.db import (
@@ -54,6 +56,11 @@ def open_store(
     store = Store(path, threads=threads)
     try:
         store.migrate(registry)
+    except duckdb.Error as exc:  # a corrupt block is found when the first query reads it
+        store.close()
+        if "Corrupt database" in str(exc):
+            raise store.corrupt(str(exc)) from None
+        raise
     except BaseException:
         store.close()
         raise

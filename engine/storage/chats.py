@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from engine.errors import NotFoundError
-from engine.storage.db import Store
+from engine.storage.db import Store, register_migration
+
+register_migration(
+    "usage",
+    1,
+    "usage rows name their model and duration",
+    "ALTER TABLE usage ADD COLUMN model TEXT DEFAULT '';"
+    "ALTER TABLE usage ADD COLUMN seconds DOUBLE DEFAULT 0",
+)
 
 
 @dataclass(frozen=True)
@@ -98,11 +106,24 @@ class UsageRepo:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         items: int = 0,
+        model: str = "",
+        seconds: float = 0.0,
     ) -> None:
         self.store.execute(
-            "INSERT INTO usage (tenant_id, kind, prompt_tokens, completion_tokens, items) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [tenant_id, kind, prompt_tokens, completion_tokens, items],
+            "INSERT INTO usage (tenant_id, kind, prompt_tokens, completion_tokens, items, model, "
+            "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [tenant_id, kind, prompt_tokens, completion_tokens, items, model, seconds],
+        )
+
+    def daily(self, tenant_id: str, days: int) -> list[tuple]:
+        """(day, model, requests, prompt_tokens, completion_tokens, seconds) of the last ``days``
+        UTC days, oldest first."""
+        return self.store.fetchall(
+            "SELECT CAST(ts AS DATE) AS day, coalesce(model, ''), count(*), sum(prompt_tokens), "
+            "sum(completion_tokens), sum(seconds) FROM usage WHERE tenant_id = ? "
+            "AND ts >= current_date - CAST(? AS INTEGER) + 1 GROUP BY day, model "
+            "ORDER BY day, model",
+            [tenant_id, days],
         )
 
     def totals(self, tenant_id: str) -> dict[str, dict[str, int]]:

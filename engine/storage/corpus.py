@@ -324,19 +324,50 @@ class CorpusRepo:
     def delete_document(self, doc: Document) -> list[int]:
         """Remove a document with its chunks and vectors; returns the chunk ids removed."""
         with self.store.transaction() as conn:
-            ids = [
-                int(r[0])
-                for r in conn.execute(
-                    "SELECT id FROM chunks WHERE document_id = ?", [doc.id]
-                ).fetchall()
-            ]
-            if ids:
-                conn.execute(
-                    "DELETE FROM vectors WHERE chunk_id IN (SELECT unnest(?::BIGINT[]))", [ids]
-                )
-                conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc.id])
-                _bump(conn, doc.collection_id)
-            conn.execute("DELETE FROM documents WHERE id = ?", [doc.id])
+            return self._delete_rows(conn, doc)
+
+    def complete_replacement(
+        self,
+        doc: Document,
+        chunks: Sequence[NewChunk],
+        vectors: np.ndarray,
+        n_pages: int | None,
+        old: Document,
+        client_id: str | None,
+    ) -> tuple[list[int], list[int]]:
+        """Store the new version ``doc`` (its chunks and vectors), then switch to it and delete
+        ``old``, in one transaction: a crash or failure at any point leaves the old version.
+        Returns (the new chunk ids, the old chunk ids removed)."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self.store.transaction() as conn:
+            ids = self._next_chunk_ids(conn, len(chunks))
+            self._insert_chunks(conn, doc, chunks, ids, vectors)
+            removed = self._delete_rows(conn, old)
+            conn.execute(
+                "UPDATE documents SET status = ?, error = NULL, n_chunks = ?, n_pages = ?, "
+                "client_id = ?, updated_at = current_timestamp WHERE id = ?",
+                [READY, len(chunks), n_pages, client_id, doc.id],
+            )
+            _bump(conn, doc.collection_id)
+        return ids, removed
+
+    @staticmethod
+    def _delete_rows(conn: duckdb.DuckDBPyConnection, doc: Document) -> list[int]:
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM chunks WHERE document_id = ?", [doc.id]
+            ).fetchall()
+        ]
+        if ids:
+            conn.execute(
+                "DELETE FROM vectors WHERE chunk_id IN (SELECT unnest(?::BIGINT[]))", [ids]
+            )
+            conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc.id])
+            _bump(conn, doc.collection_id)
+        conn.execute("DELETE FROM documents WHERE id = ?", [doc.id])
         return ids
 
     def fail_interrupted(self) -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +95,18 @@ class Store:
         self.path = Path(path)
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect(read_only, threads)
+        self._closed = False
+
+    def _connect(self, read_only: bool, threads: int) -> duckdb.DuckDBPyConnection:
+        """Open the file. A write-ahead log that cannot be replayed is moved aside (the changes
+        since the last checkpoint are lost, said loudly); a corrupt database file is moved aside
+        and the start fails, saying how to restore it (see :meth:`corrupt`)."""
+        open_ = partial(
+            duckdb.connect, str(self.path), read_only=read_only, config={"threads": threads}
+        )
         try:
-            self._conn = duckdb.connect(
-                str(self.path), read_only=read_only, config={"threads": threads}
-            )
+            return open_()
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -106,8 +116,39 @@ class Store:
                     f"database {self.path} is in use by {who}; only one Hearth server may open "
                     "a data directory at a time (stop it, or use another data directory)"
                 ) from None
+            if "not a valid DuckDB database" in text:
+                raise self.corrupt(text) from None
             raise StorageError(f"cannot open database {self.path}: {text}") from exc
-        self._closed = False
+        except duckdb.Error as exc:
+            text = str(exc)
+            wal = self.path.with_name(self.path.name + ".wal")
+            if "replaying WAL" in text and not read_only and wal.exists():
+                moved = _move_aside(wal)
+                log.critical(
+                    "the write-ahead log of %s could not be replayed (%s): moved it to %s; the "
+                    "changes made after the last checkpoint are lost",
+                    self.path,
+                    text.splitlines()[0][:200],
+                    moved,
+                )
+                return open_()
+            if "Corrupt database" in text:
+                raise self.corrupt(text) from None
+            raise StorageError(f"cannot open database {self.path}: {text}") from exc
+
+    def corrupt(self, detail: str) -> StorageError:
+        """Move the corrupt database file (and its log) aside and say how to restore it."""
+        moved = _move_aside(self.path)
+        wal = self.path.with_name(self.path.name + ".wal")
+        if wal.exists():
+            _move_aside(wal)
+        message = (
+            f"database {self.path} is corrupt ({detail.splitlines()[0][:200]}); it was moved to "
+            f"{moved}. To restore, stop Hearth and copy your last backup to {self.path}; or "
+            "start again to begin with an empty database"
+        )
+        log.critical("%s", message)
+        return StorageError(message)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -190,6 +231,13 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(target)
+    return target
 
 
 def _split_sql(script: str) -> list[str]:

@@ -86,6 +86,9 @@ class TenantRepo:
         )
         return key, self._key(key_id)
 
+    def get_key(self, key_id: str) -> ApiKey:
+        return self._key(key_id)
+
     def _key(self, key_id: str) -> ApiKey:
         row = self.store.fetchone(
             "SELECT id, tenant_id, prefix, name, created_at, revoked_at FROM api_keys WHERE id = ?",
@@ -118,14 +121,19 @@ class TenantRepo:
 
     def authenticate(self, key: str) -> str | None:
         """The tenant id of a valid, unrevoked key; None otherwise. Constant-time on the digest."""
+        found = self.identify(key)
+        return found[0] if found else None
+
+    def identify(self, key: str) -> tuple[str, str] | None:
+        """(tenant id, key id) of a valid, unrevoked key; None otherwise."""
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "hth":
             _digest(key)  # same work on malformed input
             return None
         row = self.store.fetchone(
-            "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
+            "SELECT tenant_id, key_hash, id FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
             [parts[1]],
         )
         expected = row[1] if row else "0" * 64
         ok = hmac.compare_digest(_digest(key), expected)
-        return row[0] if (row and ok) else None
+        return (row[0], row[2]) if (row and ok) else None

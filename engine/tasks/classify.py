@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.errors import InvalidRequestError, UnprocessableError
+from engine.tasks import patterns
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,10 @@ class Rule:
     """A keyword or regex that backs up an abstention: matching text gets ``label``."""
 
     label: str
-    pattern: str  # a regular expression, matched case-insensitively anywhere in the text
+    pattern: str  # an RE2 regular expression, matched case-insensitively anywhere in the text
 
     def matches(self, text: str) -> bool:
-        return re.search(self.pattern, text, flags=re.IGNORECASE) is not None
+        return patterns.search(self.pattern, text)
 
 
 @dataclass(frozen=True)
@@ -381,13 +381,7 @@ def check_rules(rules: Sequence[Rule], labels: Sequence[str]) -> None:
                 f"rules[{i}].label: {rule.label!r} is not one of the classifier's labels",
                 param=f"rules[{i}].label",
             )
-        try:
-            re.compile(rule.pattern)
-        except re.error as exc:
-            raise InvalidRequestError(
-                f"rules[{i}].pattern: not a valid regular expression ({exc})",
-                param=f"rules[{i}].pattern",
-            ) from None
+        patterns.check_pattern(rule.pattern, f"rules[{i}].pattern")
 
 
 def check_examples(examples: Sequence[Example]) -> list[str]:

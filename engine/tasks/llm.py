@@ -12,15 +12,19 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.grammar.spec import StructuredSpec
 
 from engine.types import (
     ChoiceDelta,
     GenerateRequest,
     GenerationDone,
     SamplingParams,
+    current_tenant,
 )
 
 
@@ -89,7 +93,7 @@ class EngineLLM:
         self._slots = asyncio.Semaphore(max(1, int(engine.settings.llm.max_running)))
 
     @staticmethod
-    def _response_format(schema: dict[str, Any]) -> Any:
+    def _response_format(schema: dict[str, Any]) -> StructuredSpec | None:
         from engine.grammar import build_spec
 
         return build_spec(response_format=json_schema_format(strip_extensions(schema)))
@@ -109,6 +113,7 @@ class EngineLLM:
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0),
             prompt=prompt,
             response_format=self._response_format(schema) if schema is not None else None,
+            tenant=current_tenant.get(),
         )
         started = time.perf_counter()
         out = Completion(text="")
@@ -146,6 +151,7 @@ class EngineLLM:
             model=self.model,
             params=SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=True),
             prompt_tokens=prefix + tail,
+            tenant=current_tenant.get(),
         )
         done: GenerationDone | None = None
         async for event in self.engine.generate(request):

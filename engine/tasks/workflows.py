@@ -22,7 +22,8 @@ A workflow is data (a TOML or JSON file, or a JSON body of the API), validated i
     table = "leads"               # also always recorded in workflow_runs, with an audit row
 
 The response is ``{"id", "intent", "confidence", "low_confidence", "fields"}``. Running needs a
-:class:`WorkflowContext` that can classify and extract; :mod:`engine.tasks.service` provides it.
+:class:`WorkflowContext` that can classify and extract; :mod:`engine.tasks.workflow_service`
+provides it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRequestError
+from engine.tasks import patterns
 from engine.tasks.classify import Example, Prediction, Rule, check_labels
 from engine.tasks.extract import Extraction, check_schema
 from engine.tasks.store import PERSIST_TABLES
@@ -125,6 +127,8 @@ def _classify_step(raw: dict[str, Any]) -> ClassifyStep:
         )
         for r in raw.get("rules") or ()
     )
+    for i, rule in enumerate(rules):
+        patterns.check_pattern(rule.pattern, f"classify.rules[{i}].pattern")
     classifier = raw.get("classifier")
     if classifier is not None and not isinstance(classifier, str):
         raise InvalidRequestError(

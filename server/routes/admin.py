@@ -1,14 +1,16 @@
-"""Admin API (``Authorization: Bearer $HEARTH_ADMIN_KEY``, checked by ``server.auth``): tenants and
-their API keys. A key is returned once, at creation; only its hash is stored."""
+"""Admin API (``Authorization: Bearer $HEARTH_ADMIN_KEY``, checked by ``server.auth``): tenants,
+their API keys and their limits (``/v1/admin/limits/{tenant or key id}``). A key is returned
+once, at creation; only its hash is stored."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from engine import LIMIT_NAMES, check_overrides
 from server.routes.common import read_body
 from server.state import services
 
@@ -74,9 +76,57 @@ async def list_keys(request: Request, tenant: str) -> dict[str, Any]:
     }
 
 
+class LimitsUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    limits: dict[str, Any]
+
+
+async def _limits_out(request: Request, subject: str) -> dict[str, Any]:
+    """A tenant's (id or name) or an API key's (``key_...``) overrides and effective limits."""
+    hearth = services(request)
+    if subject.startswith("key_"):
+        key = await hearth.tenancy.get_key(subject)
+        subject_id, kind = key.id, "api_key"
+        effective = hearth.limits.quota(key.tenant_id, key.id)
+    else:
+        tenant = await hearth.tenancy.get_tenant(subject)
+        subject_id, kind = tenant.id, "tenant"
+        effective = hearth.limits.quota(tenant.id)
+    return {
+        "object": "limits",
+        "subject": subject_id,
+        "subject_type": kind,
+        "overrides": hearth.limits.overrides(subject_id),
+        "effective": {name: getattr(effective, name) for name in LIMIT_NAMES},
+    }
+
+
+@get("/v1/admin/limits/{subject:str}")
+async def get_limits(request: Request, subject: str) -> dict[str, Any]:
+    return await _limits_out(request, subject)
+
+
+@put("/v1/admin/limits/{subject:str}", status_code=HTTP_200_OK)
+async def set_limits(request: Request, subject: str) -> dict[str, Any]:
+    """Body ``{"limits": {"requests_per_min": 60, "tokens_per_day": null, ...}}``: sets (or with
+    null removes) overrides of a tenant or API key; 0 means unlimited."""
+    body = await read_body(request, LimitsUpdate)
+    changes = check_overrides(body.limits)
+    current = await _limits_out(request, subject)  # 404 for an unknown tenant or key
+    await services(request).limits.set_overrides(current["subject"], changes)
+    return await _limits_out(request, subject)
+
+
 @post("/v1/admin/keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
 async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
     return key_out(await services(request).tenancy.revoke_key(key_id))
 
 
-HANDLERS = [create_tenant, list_tenants, create_key, list_keys, revoke_key]
+HANDLERS = [
+    create_tenant,
+    list_tenants,
+    create_key,
+    list_keys,
+    revoke_key,
+    get_limits,
+    set_limits,
+]

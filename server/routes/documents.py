@@ -1,4 +1,5 @@
-"""Collections, documents, ingestion jobs (with an SSE progress stream) and ``/v1/retrieve``.
+"""Collections, documents (their ingestion runs as a job: see ``server.routes.jobs``), sessions
+and ``/v1/retrieve``.
 
 Handlers are thin: parse the wire struct, call one service method (documents, jobs, retrieval,
 sessions) with the tenant the auth middleware resolved, convert the result. Any id of another
@@ -8,22 +9,21 @@ tenant answers 404.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from engine import DocumentInput, InvalidRequestError
 from server.auth import tenant_of
 from server.routes.common import read_body
+from server.routes.jobs import job_out
 from server.state import services
 
 if TYPE_CHECKING:
-    from engine import Collection, Document, Job, RetrievedChunk
+    from engine import Collection, Document, RetrievedChunk
 
 
 # ---- wire structs ---------------------------------------------------------------------------
@@ -90,24 +90,6 @@ def document_out(doc: Document, collection: str) -> dict[str, Any]:
         "chunks": doc.n_chunks,
         "job_id": doc.job_id,
         "created_at": int(doc.created_at.timestamp()),
-    }
-
-
-def job_out(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "total": job.total,
-        "done": job.done,
-        "failed": job.failed,
-        "skipped": job.skipped,
-        "error": job.error,
-        "result": job.result,
-        "created_at": int(job.created_at.timestamp()),
-        "updated_at": int(job.updated_at.timestamp()),
     }
 
 
@@ -253,36 +235,6 @@ async def delete_document(request: Request, name: str, doc_id: str) -> dict[str,
     return {"id": doc.public_id, "object": "document", "deleted": True}
 
 
-# ---- jobs -----------------------------------------------------------------------------------
-
-
-@get("/v1/jobs")
-async def list_jobs(request: Request) -> dict[str, Any]:
-    jobs = await services(request).jobs.list(tenant_of(request))
-    return {"object": "list", "data": [job_out(j) for j in jobs]}
-
-
-@get("/v1/jobs/{job_id:str}")
-async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return job_out(await services(request).jobs.get(tenant_of(request), job_id))
-
-
-@get("/v1/jobs/{job_id:str}/events")
-async def job_events(request: Request, job_id: str) -> ServerSentEvent:
-    """``event: progress`` with the job as JSON at every change, ``event: done`` at the end."""
-    events = await services(request).jobs.events(tenant_of(request), job_id)
-
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        async for job in events:
-            if job is None:
-                yield ServerSentEventMessage(comment="keep-alive")
-                continue
-            kind = "done" if job.finished else "progress"
-            yield ServerSentEventMessage(data=json.dumps(job_out(job)), event=kind)
-
-    return ServerSentEvent(stream())
-
-
 # ---- retrieval ------------------------------------------------------------------------------
 
 
@@ -336,9 +288,6 @@ HANDLERS = [
     get_document,
     document_chunks,
     delete_document,
-    list_jobs,
-    get_job,
-    job_events,
     retrieve,
     session_messages,
 ]

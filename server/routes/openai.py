@@ -7,71 +7,77 @@ which owns the response shape, SSE and the request's metrics.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError
+from engine import Engine, InvalidRequestError, NotFoundError, Usage
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
-from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from server.usage import usage_hook
+from server.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelEntry,
+    ModelList,
+)
 
 # ---- models -------------------------------------------------------------------------------
 
 
-def model_entries(engine: Engine) -> list[dict[str, Any]]:
+def model_entries(engine: Engine) -> list[ModelEntry]:
     entries = []
     for card in (engine.card, engine.embedding_card):
         max_len = engine.settings.llm.max_model_len if card is engine.card else card.context_length
         entries.append(
-            {
-                "id": card.id,
-                "object": "model",
-                "created": int(engine.started_at),
-                "owned_by": "hearth",
-                "capabilities": list(card.capabilities),
-                "max_model_len": max_len,
-                "format": card.format,
-            }
+            ModelEntry(
+                id=card.id,
+                created=int(engine.started_at),
+                capabilities=list(card.capabilities),
+                max_model_len=max_len,
+                format=card.format,
+            )
         )
     return entries
 
 
-async def rag_model_entries(request: Request) -> list[dict[str, Any]]:
+async def rag_model_entries(request: Request) -> list[ModelEntry]:
     """``rag/<collection>`` for each of the caller's collections."""
     hearth = services(request)
     cols = await hearth.documents.list_collections(tenant_of(request))
     return [
-        {
-            "id": f"{convert.RAG_PREFIX}{c.name}",
-            "object": "model",
-            "created": int(hearth.engine.started_at),
-            "owned_by": "hearth",
-            "capabilities": ["chat", "rag"],
-            "collection": c.name,
-        }
+        ModelEntry(
+            id=f"{convert.RAG_PREFIX}{c.name}",
+            created=int(hearth.engine.started_at),
+            capabilities=["chat", "rag"],
+            collection=c.name,
+        )
         for c in cols
     ]
 
 
 @get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request) -> ModelList:
     engine = services(request).engine
-    return {"object": "list", "data": model_entries(engine) + await rag_model_entries(request)}
+    return ModelList(model_entries(engine) + await rag_model_entries(request))
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+async def get_model(request: Request, model_id: str) -> ModelEntry:
     wanted = model_id.lstrip("/")
     entries = model_entries(services(request).engine)
     if wanted.startswith(convert.RAG_PREFIX):
         entries = await rag_model_entries(request)
     for entry in entries:
-        if entry["id"] == wanted:
+        if entry.id == wanted:
             return entry
     raise NotFoundError(
         f"The model {wanted!r} does not exist", param="model", code="model_not_found"
@@ -87,6 +93,9 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
     hearth = services(request)
     req = await read_body(request, ChatCompletionRequest)
     call = convert.chat_call(hearth.engine, req)
+    call = dataclasses.replace(
+        call, generate=dataclasses.replace(call.generate, tenant=tenant_of(request))
+    )
     if call.retrieval is None:
         events = hearth.engine.generate(call.generate)
     else:
@@ -95,18 +104,23 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
     engine = services(request).engine
     req = await read_body(request, CompletionRequest)
-    generates = convert.completion_calls(engine, req)
+    tenant = tenant_of(request)
+    generates = [
+        dataclasses.replace(g, tenant=tenant) for g in convert.completion_calls(engine, req)
+    ]
     events = merge([engine.generate(g) for g in generates])
     timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
-    return await respond(request, mapper, metered(timer, events), stream=req.stream)
+    hook = usage_hook(request, "completions", req.model)
+    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
 # ---- embeddings -----------------------------------------------------------------------------
@@ -126,7 +140,7 @@ def _embedding_inputs(value: str | list) -> list[str]:
 
 
 @post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request) -> dict[str, Any]:
+async def embeddings(request: Request) -> EmbeddingList:
     engine = services(request).engine
     req = await read_body(request, EmbeddingRequest)
     card = convert.resolve_model(engine, req.model, "embedding")
@@ -155,12 +169,12 @@ async def embeddings(request: Request) -> dict[str, Any]:
                 )
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
-    return {
-        "object": "list",
-        "data": convert.embedding_data(vectors, req.encoding_format),
-        "model": card.id,
-        "usage": {"prompt_tokens": used, "total_tokens": used},
-    }
+    usage_hook(request, "embeddings", card.id)(Usage(used, 0))
+    return EmbeddingList(
+        data=convert.embedding_data(vectors, req.encoding_format),
+        model=card.id,
+        usage=EmbeddingUsage(prompt_tokens=used, total_tokens=used),
+    )
 
 
 ROUTES = [list_models, get_model, chat_completions, completions, embeddings]

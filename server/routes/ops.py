@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 
 from engine import InvalidRequestError
 from server import convert
+from server.auth import is_admin
 from server.errors import error_body
 from server.routes.common import read_body
 from server.state import services, state_of
@@ -15,21 +16,35 @@ from server.wire import DetokenizeRequest, TokenizeRequest
 
 
 @get("/health")
-async def health() -> dict[str, str]:
-    """Alive: the process answers. Says nothing about the models (see /ready)."""
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str]:
+    """Alive: the process answers; ``engine`` says where the models stand: ``starting``,
+    ``ready``, ``recovering`` (a step loop died and is being restarted) or ``failed``."""
+    state = state_of(request.app)
+    hearth = state.hearth
+    if state.start_error is not None:
+        engine = "failed"
+    elif hearth is None:
+        engine = "starting"
+    else:
+        engine = "ready" if hearth.ready else "recovering"
+    return {"status": "ok", "engine": engine}
 
 
 @get("/ready")
 async def ready(request: Request) -> Response:
-    """200 once the models are loaded and the engine is stepping; 503 (Retry-After) before."""
+    """200 once the models are loaded and the engine is stepping; 503 (Retry-After) before. The
+    engine's figures (sequences in flight, KV use) mix every tenant's traffic: once tenant keys
+    exist they are shown to the admin key only."""
     state = state_of(request.app)
     hearth, failure = state.hearth, state.start_error
     if hearth is not None and hearth.ready:
-        return Response({"status": "ready", **hearth.engine.health()}, status_code=200)
+        health = hearth.engine.health()
+        if hearth.tenancy.auth_required and not is_admin(request.scope["headers"]):
+            health = {k: health[k] for k in ("ready", "model", "backend", "embedding_model")}
+        return Response({"status": "ready", **health}, status_code=200)
     message = f"not ready: {failure}" if failure else "not ready: the models are loading"
     body = error_body(message, "not_ready_error", None, "not_ready")
-    body["status"] = "loading"
+    body.status = "loading"
     return Response(body, status_code=503, headers={"Retry-After": "2"})
 
 

@@ -174,11 +174,7 @@ def _json_constraint(backend, schema: dict):
     from engine.grammar.spec import StructuredSpec
 
     eos = frozenset(backend.eos_token_ids)
-    vocab = getattr(backend, "vocab", None)
-    if vocab is not None:
-        compiler = GrammarCompiler.from_vocab(vocab, eos)
-    else:
-        compiler = GrammarCompiler(backend.ll_tokenizer(), backend.n_vocab, eos)
+    compiler = GrammarCompiler(backend.grammar_tokenizer(), backend.n_vocab, eos)
     spec = StructuredSpec(kind="json_schema", param="response_format", schema=schema)
     bound = BoundFormat(compiler, compiler.compile_sync(spec))
     bound.budget = 64
@@ -203,3 +199,24 @@ def test_structured_output_follows_the_schema(started):
     assert set(value) == {"city", "capital"}
     assert isinstance(value["city"], str) and isinstance(value["capital"], bool)
     assert constraint.is_accepting  # the engine's view of the grammar saw every token
+
+
+def test_prefix_cache_is_reused_only_within_one_salt(started):
+    """Tenants never share KV: a cached prompt is reused for its own salt, not another's."""
+    if started.name != "llamacpp":
+        pytest.skip("prefix hit counts are the llama.cpp backend's")
+    backend = started.backend
+    tokens = backend.tokenize(
+        "A long shared system prompt. " * 16, add_bos=True, parse_special=True
+    )
+
+    def run(salt: str) -> int:
+        rid = f"salt-{next(_ids)}"
+        params = SamplingParams(max_tokens=1, temperature=0.0)
+        backend.submit(BackendRequest(rid, tokens, params, backend.eos_token_ids, cache_salt=salt))
+        started.sink.wait(rid)
+        return backend.stats().prefix_hit_tokens
+
+    first = run("ten_a")
+    assert run("ten_b") == first  # the same prompt of another tenant: no reuse
+    assert run("ten_a") > first  # the same tenant again: its prefix is reused

@@ -66,6 +66,24 @@ def test_chat_and_stream(client):
     assert text == r.choices[0].message.content
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/completions", {"prompt": "Hi"}),
+    ],
+)
+def test_streams_are_sent_as_event_streams(hearth, path, body):
+    """A streamed answer is text/event-stream (clients and proxies buffer anything else)."""
+    body = {"model": LLM, "max_tokens": 2, "stream": True, **body}
+    with httpx.stream("POST", f"{hearth.url}{path}", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert "".join(r.iter_text()).rstrip().endswith("data: [DONE]")
+    collected = httpx.post(f"{hearth.url}{path}", json=body | {"stream": False}, timeout=60)
+    assert collected.headers["content-type"].startswith("application/json")
+
+
 def test_chat_template_uses_gemma_turns(hearth):
     body = {"messages": [{"role": "user", "content": "Hi"}], "return_token_strs": True}
     strs = httpx.post(f"{hearth.url}/tokenize", json=body).json()["token_strs"]

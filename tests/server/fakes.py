@@ -54,6 +54,7 @@ class FakeBackend:
     max_model_len = 2048
 
     def start(self, sink: Sink) -> None:
+        self._stop.clear()  # a restart after close (the runner's supervisor) runs again
         self._sink = sink
         self._thread = threading.Thread(target=self._loop, name="fake-backend", daemon=True)
         self._thread.start()
@@ -66,6 +67,9 @@ class FakeBackend:
 
     def token_text(self, token_id: int) -> str:
         return {BOS: "<bos>", EOS: "<eos>"}.get(token_id) or bytes([token_id]).decode("latin-1")
+
+    def grammar_tokenizer(self) -> None:
+        return None  # no grammar engine: structured output is a 400 here
 
     def submit(self, request: BackendRequest) -> None:
         with self._lock:

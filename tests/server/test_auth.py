@@ -27,6 +27,10 @@ class FakeTenancy:
     async def authenticate(self, key: str) -> str | None:
         return self.keys.get(key)
 
+    async def identify(self, key: str) -> tuple[str, str] | None:
+        tenant = self.keys.get(key)
+        return (tenant, f"key_{key}") if tenant else None
+
 
 @get("/whoami")
 async def whoami(request: Request) -> dict[str, Any]:

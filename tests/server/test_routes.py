@@ -21,12 +21,14 @@ from engine import (
     BackendError,
     ContextLengthError,
     HearthError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RequestTimeoutError,
     TooManyRequestsError,
     UnprocessableError,
 )
@@ -115,7 +117,9 @@ def test_completions_stream_and_collected(client: TestClient) -> None:
     collected = client.post("/v1/completions", json=body).json()
     assert [c["text"] for c in collected["choices"]] == [REPLY[:5]] * 2
     assert [c["finish_reason"] for c in collected["choices"]] == ["length"] * 2
-    events = sse_events(client.post("/v1/completions", json=body | {"stream": True}).text)
+    streamed = client.post("/v1/completions", json=body | {"stream": True})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(streamed.text)
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
     assert sorted(text) == sorted(REPLY[:5] * 2)
@@ -138,10 +142,12 @@ ERRORS = [
     (PermissionDeniedError("x"), 403, "permission_error", False),
     (NotFoundError("x"), 404, "not_found_error", False),
     (PayloadTooLargeError("x"), 413, "invalid_request_error", False),
+    (RequestTimeoutError("x"), 408, "timeout_error", False),
     (UnprocessableError("x"), 422, "invalid_request_error", False),
     (TooManyRequestsError("x", retry_after=3), 429, "rate_limit_error", True),
     (OverloadedError("x", retry_after=3), 503, "overloaded_error", True),
     (NotReadyError("x", retry_after=3), 503, "not_ready_error", True),
+    (InsufficientStorageError("x"), 507, "insufficient_storage_error", False),
     (BackendError("x"), 500, "server_error", False),
     (RuntimeError("boom"), 500, "server_error", False),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 
@@ -88,7 +89,11 @@ def sample(compiler: GrammarCompiler, compiled: CompiledGrammar, budget: int, se
     rng = np.random.default_rng(seed)
     con = compiler.constraint(compiled, budget)
     return _generate(
-        compiler, compiled, con, [], budget,
+        compiler,
+        compiled,
+        con,
+        [],
+        budget,
         lambda: rng.standard_normal(compiler.n_vocab).astype(np.float32),
     )
 
@@ -168,6 +173,42 @@ def test_compile_timeout_is_422_and_loop_stays_responsive(compiler: GrammarCompi
         return ticks
 
     assert asyncio.run(run()) > 0
+
+
+def test_a_compile_past_its_deadline_is_killed_not_abandoned(
+    compiler: GrammarCompiler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenant-controlled work runs in a child process that the deadline kills: none of it
+    runs on a thread of the server, which a timeout could only stop waiting for."""
+    spins: list[int] = []
+    main_pid = os.getpid()
+
+    def pathological(self: GrammarCompiler, spec: object) -> None:
+        stop = time.monotonic() + 10
+        while time.monotonic() < stop:
+            if os.getpid() == main_pid:
+                spins.append(1)  # would mean the work runs in the server's process
+        raise AssertionError("not killed")
+
+    monkeypatch.setattr(GrammarCompiler, "_grammar_text", pathological)
+    slow = GrammarCompiler(compiler.tokenizer, compiler.n_vocab, EOS, timeout_s=0.5)
+    with pytest.raises(UnprocessableError) as exc:
+        asyncio.run(slow.compile(_json_spec(PERSON)))
+    assert exc.value.code == "schema_too_complex" and "longer than 0.5 s" in exc.value.message
+    time.sleep(0.2)
+    assert not spins
+    slow.close()
+
+
+def test_a_compile_past_its_memory_budget_is_422(compiler: GrammarCompiler, monkeypatch) -> None:
+    def greedy(self: GrammarCompiler, spec: object) -> None:
+        bytearray(1 << 30)
+
+    monkeypatch.setattr(GrammarCompiler, "_grammar_text", greedy)
+    small = GrammarCompiler(compiler.tokenizer, compiler.n_vocab, EOS, memory_bytes=128 << 20)
+    with pytest.raises(UnprocessableError) as exc:
+        asyncio.run(small.compile(_json_spec(PERSON)))
+    assert exc.value.code == "schema_too_complex" and "128 MiB" in exc.value.message
 
 
 def test_cache_hits_single_flight_and_byte_bound(compiler: GrammarCompiler) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
 from engine.errors import InvalidRequestError, PayloadTooLargeError, UnprocessableError
+from engine.ingest import extract as extract_module
 from engine.ingest.chunker import MAX_TITLE_TOKENS, Chunker
-from engine.ingest.extract import PAGE_JOIN, Limits, extract, sniff
+from engine.ingest.extract import PAGE_JOIN, Limits, extract, extract_isolated, sniff
 from tests.docfixtures import embedder, make_pdf
 
 LIMITS = Limits(max_bytes=100_000, max_pages=5, timeout_s=30)
@@ -27,6 +29,36 @@ def test_type_comes_from_content_not_name() -> None:
     with pytest.raises(InvalidRequestError, match="UTF-8") as info:
         extract(b"caf\xe9", LIMITS)
     assert info.value.param == "file"
+
+
+def test_pdf_extraction_runs_in_a_child_killed_past_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pdf = make_pdf([["first page"], ["second page"]])
+    assert extract_isolated(pdf, LIMITS).pages == extract(pdf, LIMITS).pages
+    assert extract_isolated(b"plain text", LIMITS).pages == ["plain text"]
+    in_server: list[int] = []
+    server_pid = os.getpid()
+
+    def stuck(data: bytes, limits: Limits) -> list[str]:  # one page that never finishes
+        while True:
+            if os.getpid() == server_pid:
+                in_server.append(1)
+                raise AssertionError("extraction ran in the server's process")
+
+    monkeypatch.setattr(extract_module, "_pdf_pages", stuck)
+    monkeypatch.setattr(extract_module, "_GRACE_S", 0.2)
+    with pytest.raises(UnprocessableError, match="passed 0.3 s and was stopped") as info:
+        extract_isolated(pdf, Limits(100_000, 5, 0.3))
+    assert info.value.param == "file" and not in_server
+
+
+def test_pdf_extraction_past_its_memory_budget_is_a_422(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        extract_module, "_pdf_pages", lambda data, limits: [str(bytearray(1 << 30))]
+    )
+    with pytest.raises(UnprocessableError, match="more than 64 MiB"):
+        extract_isolated(make_pdf([["x"]]), Limits(100_000, 5, 30, memory_bytes=64 << 20))
 
 
 def test_pdf_limits() -> None:

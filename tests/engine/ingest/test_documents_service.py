@@ -227,3 +227,39 @@ def test_kill_9_during_ingestion_leaves_documents_complete_or_failed(tmp_path: P
         await svc.close()
 
     run(after())
+
+
+def test_reupload_stores_the_new_version_before_the_old_one_goes(tmp_path: Path) -> None:
+    async def main() -> None:
+        svc = await started(tmp_path)
+        await svc.documents.create_collection("default", "kb")
+        v1 = DocumentInput(text=PLANTED, client_id="memo", title="Memo")
+        assert (await ingest(svc, "default", "kb", [v1])).done == 1
+        ingestor = svc.documents._ingestor
+        real_embed = ingestor.embed
+
+        async def broken(texts: list[str]):
+            raise RuntimeError("embedder crashed")
+
+        ingestor.embed = broken  # the new version fails half-way
+        v2 = DocumentInput(text=FILLER[0], client_id="memo", title="Memo")
+        failed = await ingest(svc, "default", "kb", [v2])
+        assert failed.failed == 1
+        kept = await svc.documents.get_document("default", "kb", "memo")
+        assert (
+            kept.status == "ready" and len(await svc.documents.list_documents("default", "kb")) == 1
+        )
+        hits = (await svc.retrieval.retrieve("default", ["kb"], ["BLUE HERON"], 3, "lexical"))[0]
+        assert hits and "BLUE HERON" in hits[0].text  # the old version still answers
+        ingestor.embed = real_embed
+        replaced = await ingest(svc, "default", "kb", [v2])
+        assert replaced.done == 1
+        docs = await svc.documents.list_documents("default", "kb")
+        assert [d.public_id for d in docs] == ["memo"] and docs[0].status == "ready"
+        for mode in ("dense", "lexical"):
+            hits = (await svc.retrieval.retrieve("default", ["kb"], ["revenue"], 3, mode))[0]
+            assert hits and all("BLUE HERON" not in h.text for h in hits), mode
+            assert "revenue" in hits[0].text
+        await svc.close()
+
+    run(main())

@@ -14,6 +14,8 @@ from engine.storage import (
     Migration,
     MigrationRegistry,
     NewChunk,
+    StorageError,
+    Store,
     StoreLockedError,
     open_store,
 )
@@ -156,3 +158,41 @@ def test_usage_ledger(db) -> None:
         "completion_tokens": 5,
         "items": 0,
     }
+
+
+def test_a_corrupt_database_is_moved_aside_with_how_to_restore(tmp_path: Path) -> None:
+    path = tmp_path / "hearth.duckdb"
+    open_store(path).close()
+    path.write_bytes(b"\x00" * 8192)  # not a database any more
+    with pytest.raises(StorageError) as err:
+        open_store(path)
+    message = str(err.value)
+    assert "corrupt" in message and "backup" in message and "moved to" in message
+    moved = list(tmp_path.glob("hearth.duckdb.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes() == b"\x00" * 8192  # kept for forensics
+    open_store(path).close()  # the next start begins with an empty database
+
+
+def test_an_unreadable_write_ahead_log_is_moved_aside_and_the_database_opens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.duckdb"
+    crash = (
+        "import duckdb, os\n"
+        f"c = duckdb.connect({str(path)!r})\n"
+        "c.execute('CREATE TABLE t (a INTEGER)')\n"
+        "c.execute('INSERT INTO t SELECT * FROM range(1000)')\n"
+        "c.execute('CHECKPOINT')\n"
+        "c.execute('INSERT INTO t VALUES (-1)')\n"
+        "os._exit(0)\n"  # killed: the last insert is only in the write-ahead log
+    )
+    subprocess.run([sys.executable, "-c", crash], check=True, timeout=120)
+    wal = tmp_path / "h.duckdb.wal"
+    data = wal.read_bytes()
+    wal.write_bytes(data[: len(data) // 2] + b"\xff" * 64 + data[len(data) // 2 + 64 :])
+    store = Store(path)
+    try:
+        assert store.fetchone("SELECT count(*) FROM t") == (1000,)  # the checkpointed rows
+    finally:
+        store.close()
+    assert list(tmp_path.glob("h.duckdb.wal.corrupt-*"))
