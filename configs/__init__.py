@@ -73,6 +73,11 @@ class LLMSettings:
     # per sequence (kv_cells is then max_running * max_model_len), one matmul path for every
     # batch size, no flash attention. Off: shared KV cells, faster kernels at large batches.
     batch_invariant: bool = True
+    # Prompt-lookup speculative decoding (llama.cpp backend): up to this many tokens drafted per
+    # step by matching the sequence's last tokens earlier in its prompt/output, verified in the
+    # same batched decode. Off (0) by default: the verifying rows' logits differ from a one-row
+    # decode by float rounding, so outputs can diverge from plain decoding (docs/benchmarks.md).
+    draft_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,7 @@ def _check_ranges(section: str, built: object) -> None:
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            low = 0 if f.name in ("port",) or section == "limits" else 1
+            low = 0 if f.name in ("port", "draft_tokens") or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
             if value < low:

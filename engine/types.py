@@ -130,6 +130,9 @@ class BackendStats:
     kv_cells_total: int
     steps: int
     prefix_hit_tokens: int = 0
+    # Prompt-lookup speculative decoding: tokens drafted, and those the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
 
 # ---- engine → caller -----------------------------------------------------------------------
