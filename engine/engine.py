@@ -156,13 +156,13 @@ class Engine:
         """
         if not self._ready:
             raise NotReadyError("Hearth is starting: the model is not loaded yet", retry_after=2)
-        runner = await self.models.acquire(req.model)
-        events = runner.generate(req)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
+        async with self.models.lease(req.model, req.keep_alive) as runner:
+            events = runner.generate(req)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
 
     # ---- embeddings -------------------------------------------------------------------------
 

@@ -258,6 +258,8 @@ class GenerateRequest:
     timeout_s: float | None = None
     # Who asked: cached prompt prefixes are shared only within one tenant.
     tenant: str = ""
+    # Seconds the model stays loaded once idle after this request (None: [models] keep_alive_s).
+    keep_alive: float | None = None
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------
