@@ -78,6 +78,9 @@ class LLMSettings:
     # same batched decode. Off (0) by default: the verifying rows' logits differ from a one-row
     # decode by float rounding, so outputs can diverge from plain decoding (docs/benchmarks.md).
     draft_tokens: int = 0
+    # Exact response cache: completed greedy or seeded generations kept per tenant (LRU entries);
+    # the same request again is answered without the model. 0 turns it off.
+    response_cache_entries: int = 256
 
 
 @dataclass(frozen=True)
@@ -327,7 +330,7 @@ def _check_ranges(section: str, built: object) -> None:
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            zero_ok = ("port", "draft_tokens", "max_resident_bytes")
+            zero_ok = ("port", "draft_tokens", "response_cache_entries", "max_resident_bytes")
             low = 0 if f.name in zero_ok or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
