@@ -10,6 +10,7 @@ Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts
 """
 
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
+from engine.benchmark_results import BenchmarkResults
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -67,6 +68,7 @@ __all__ = [
     "ApiKey",
     "AuthenticationError",
     "BackendError",
+    "BenchmarkResults",
     "ChoiceDelta",
     "Chunk",
     "Citation",

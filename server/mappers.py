@@ -312,5 +312,7 @@ class CompletionMapper:
 def _sum_usage(dones: list[GenerationDone | None]) -> Usage:
     done = [d for d in dones if d is not None]
     return Usage(
-        sum(d.usage.prompt_tokens for d in done), sum(d.usage.completion_tokens for d in done)
+        sum(d.usage.prompt_tokens for d in done),
+        sum(d.usage.completion_tokens for d in done),
+        cached=bool(done) and all(d.usage.cached for d in done),
     )
