@@ -10,6 +10,7 @@ Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts
 """
 
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
+from engine.benchmark_results import BenchmarkResults
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -44,8 +45,12 @@ from engine.storage import (
     Tenant,
     open_store,
 )
+from engine.tasks.analysis import AnalysisService
+from engine.tasks.classifiers import ClassifierInput, ClassifierService, parse_examples_csv
 from engine.tasks.classify import Example, Rule
-from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from engine.tasks.extraction import ExtractionService
+from engine.tasks.usage import TaskUsage
+from engine.tasks.workflow_service import WorkflowService
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -63,10 +68,14 @@ __all__ = [
     "ApiKey",
     "AuthenticationError",
     "BackendError",
+    "BenchmarkResults",
     "ChoiceDelta",
     "Chunk",
     "Citation",
+    "AnalysisService",
     "ClassifierInput",
+    "ClassifierService",
+    "ExtractionService",
     "Collection",
     "ContextLengthError",
     "Corpus",
@@ -111,7 +120,7 @@ __all__ = [
     "SamplingParams",
     "StorageError",
     "StructuredSpec",
-    "TaskService",
+    "TaskUsage",
     "Tenant",
     "TooManyRequestsError",
     "ToolDelta",
@@ -123,5 +132,6 @@ __all__ = [
     "open_corpus",
     "open_hearth",
     "open_store",
+    "WorkflowService",
     "parse_examples_csv",
 ]

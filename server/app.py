@@ -29,6 +29,7 @@ from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
 from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
+from server.routes import benchmarks as benchmark_routes
 from server.routes import documents as document_routes
 from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
@@ -76,6 +77,7 @@ def create_app(
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
+            *benchmark_routes.HANDLERS,  # benchmark results and plots, read-only
             *console.ROUTES,  # the web console's static page at /
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).

@@ -192,9 +192,16 @@ def test_classifier_from_csv_classifies(browser_page, tmp_path: Path) -> None:
 
 def test_other_pages_render(browser_page) -> None:
     page, _ = browser_page
-    for name, heading in [("jobs", "Jobs"), ("usage", "Usage"), ("admin", "Admin")]:
+    for name, heading in [
+        ("jobs", "Jobs"),
+        ("usage", "Usage"),
+        ("benchmarks", "Benchmarks"),
+        ("admin", "Admin"),
+    ]:
         page.get_by_role("link", name=heading, exact=True).click()
         page.get_by_role("heading", name=heading, exact=True).wait_for()
+        if name == "usage":  # the chats above were recorded: one bar per day and model
+            page.get_by_role("img", name="Tokens per day and model").locator("div").first.wait_for()
         shot(page, name)
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("link", name="Chat").click()

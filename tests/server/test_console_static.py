@@ -29,3 +29,20 @@ def test_console_page_and_assets_are_open_and_self_contained(tmp_path: Path) -> 
             assert "http://" not in r.text and "https://" not in r.text, asset  # no CDN
         assert c.get("/console/missing.js").status_code == 404
         assert c.get("/v1/models").status_code == 503  # the API stays behind the middleware
+
+
+def test_benchmark_results_reader(tmp_path: Path) -> None:
+    from engine import BenchmarkResults, NotFoundError
+
+    (tmp_path / "serve.jsonl").write_text('{"model": "m", "tok_s": 1.5}\nnot json\n[1]\n')
+    (tmp_path / "serve.png").write_bytes(b"\x89PNG")
+    results = BenchmarkResults(tmp_path)
+    assert results.latest() == [{"suite": "serve", "model": "m", "tok_s": 1.5}]
+    assert results.plots() == ["serve.png"]
+    assert results.plot("serve.png") == b"\x89PNG"
+    for bad in ["../serve.png", "missing.png", "serve.jsonl"]:
+        try:
+            results.plot(bad)
+        except NotFoundError:
+            continue
+        raise AssertionError(f"{bad} was served")

@@ -492,10 +492,27 @@ function table(rows, columns) {
 }
 
 async function jobsView(main) {
-  const res = await api("/v1/jobs");
-  const jobs = res.data || [];
-  main.append(el("h1", { text: "Jobs" }), el("div", { class: "panel" },
-    jobs.length ? table(jobs, ["id", "kind", "status", "stage", "progress", "done", "failed", "error"]) : el("p", { class: "muted", text: "No jobs yet." })));
+  const status = el("select", {}, ["", "queued", "running", "succeeded", "failed", "dead", "cancelled"]
+    .map((v) => el("option", { value: v, text: v || "any" })));
+  const list = el("div", {});
+  const dead = el("div", {});
+  const columns = ["id", "kind", "status", "stage", "progress", "attempts", "error"];
+  async function load() {
+    const q = status.value ? "?status=" + encodeURIComponent(status.value) : "";
+    const jobs = (await api("/v1/jobs" + q)).data || [];
+    list.replaceChildren(jobs.length ? table(jobs, columns) : el("p", { class: "muted", text: "No jobs." }));
+    const letters = (await api("/v1/jobs?status=dead")).data || [];
+    dead.replaceChildren(letters.length ? el("ul", {}, letters.map((j) => el("li", {},
+      `${j.id} (${j.kind}): ${j.error || "no error recorded"} `,
+      el("button", { type: "button", class: "secondary", text: "Retry " + j.id,
+        onclick: action(async () => { await api(`/v1/jobs/${encodeURIComponent(j.id)}/retry`, { body: {} }); await load(); }) }))))
+      : el("p", { class: "muted", text: "No dead letters." }));
+  }
+  status.addEventListener("change", action(load));
+  main.append(el("h1", { text: "Jobs" }), el("div", { class: "panel" }, ...field("Status", status),
+    el("button", { type: "button", class: "secondary", onclick: action(load), text: "Refresh" }), list,
+    el("h2", { text: "Dead letters" }), dead));
+  await load();
 }
 
 async function usageView(main) {
@@ -505,8 +522,8 @@ async function usageView(main) {
   if (Array.isArray(rows) && rows.length) {
     const tokens = (r) => Number(r.total_tokens ?? ((r.prompt_tokens || 0) + (r.completion_tokens || 0)));
     const max = Math.max(1, ...rows.map(tokens));
-    panel.append(el("div", { class: "bars", role: "img", "aria-label": "Tokens per row" },
-      rows.map((r) => el("div", { title: `${r.day || r.date || r.model || ""}: ${tokens(r)} tokens`, height: `${Math.round(100 * tokens(r) / max)}%` }))));
+    panel.append(el("div", { class: "bars", role: "img", "aria-label": "Tokens per day and model" },
+      rows.map((r) => el("div", { title: `${r.date || ""} ${r.model || ""}: ${tokens(r)} tokens`, height: `${Math.round(100 * tokens(r) / max)}%` }))));
     panel.append(table(rows, Object.keys(rows[0])));
   } else {
     panel.append(el("pre", { text: pretty(res) }));
@@ -516,10 +533,21 @@ async function usageView(main) {
 
 async function benchmarksView(main) {
   const res = await api("/v1/benchmarks");
+  const rows = (res.data || []).slice().reverse().map((r) => {
+    const figures = Object.entries(r).filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(3)}`).join(" ");
+    return { suite: r.suite, time: r.time, model: r.model, backend: r.backend, figures };
+  });
   const panel = el("div", { class: "panel" });
-  const rows = res.data || [];
-  panel.append(rows.length ? table(rows, Object.keys(rows[0]).slice(0, 10)) : el("p", { class: "muted", text: "No benchmark results yet." }));
-  main.append(el("h1", { text: "Benchmarks" }), panel);
+  panel.append(rows.length ? table(rows, ["suite", "time", "model", "backend", "figures"]) : el("p", { class: "muted", text: "No benchmark results yet." }));
+  const plots = el("div", {});
+  for (const name of res.plots || []) {
+    const resp = await fetch("/v1/benchmarks/plots/" + encodeURIComponent(name), { headers: headers(false) });
+    if (!resp.ok) throw await failure(resp);
+    plots.append(el("h2", { text: name }), el("img", { class: "plot", alt: "Benchmark plot " + name, src: URL.createObjectURL(await resp.blob()) }));
+  }
+  main.append(el("h1", { text: "Benchmarks" }), el("div", { class: "panel" }, el("h2", { text: "Plots" }),
+    (res.plots || []).length ? plots : el("p", { class: "muted", text: "No plots: run python -m benchmarks to draw them." })), panel);
 }
 
 async function adminView(main) {
