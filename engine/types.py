@@ -215,6 +215,8 @@ class ChoiceDelta:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Served from the exact response cache (engine.response_cache), without an engine call.
+    cached: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -258,6 +260,10 @@ class GenerateRequest:
     timeout_s: float | None = None
     # Who asked: cached prompt prefixes are shared only within one tenant.
     tenant: str = ""
+    # Seconds the model stays loaded once idle after this request (None: [models] keep_alive_s).
+    keep_alive: float | None = None
+    # A deterministic request (greedy or seeded) may be answered from the exact response cache.
+    cache: bool = True
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------

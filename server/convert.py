@@ -185,12 +185,15 @@ def chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
 # ---- engine → wire --------------------------------------------------------------------------
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
-    return {
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached:  # answered from the exact response cache
+        out["cached"] = True
+    return out
 
 
 def _top_dict(entry: LogprobEntry) -> list[dict[str, Any]]:
@@ -415,6 +418,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         n=req.n,
         response_format=spec_of(req),
         timeout_s=request_timeout(req, engine.settings.llm.request_timeout_s),
+        cache=req.cache,
     )
     return ChatCall(generate, options, req.session_id)
 
@@ -502,6 +506,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
             n=req.n,
             response_format=fmt,
             timeout_s=timeout_s,
+            cache=req.cache,
         )
         for k, p in enumerate(prompts)
     ]

@@ -75,6 +75,8 @@ class _Sampling(Strict):
     structured_outputs: dict[str, Any] | None = None
     # Hearth: seconds until the request is aborted (408); at most [llm] request_timeout_s.
     timeout: float | None = None
+    # Hearth: false keeps a greedy/seeded request out of the exact response cache.
+    cache: bool = True
 
 
 class CompletionRequest(_Sampling, kw_only=True):

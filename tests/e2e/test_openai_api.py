@@ -147,7 +147,8 @@ def test_n_choices_and_seed_variation(client):
     assert sorted(c.index for c in r.choices) == [0, 1, 2]
     assert len({c.message.content for c in r.choices}) > 1  # choices sample independently
     again = client.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "Hi"}],
-                                           max_tokens=16, n=3, seed=11, temperature=1.0)
+                                           max_tokens=16, n=3, seed=11, temperature=1.0,
+                                           extra_body={"cache": False})  # the model, again
     assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
 
 
@@ -172,7 +173,9 @@ def test_seed_same_alone_and_in_batch(client):
     with cf.ThreadPoolExecutor(9) as pool:
         futures = [pool.submit(other, i) for i in range(8)]
         time.sleep(0.3)  # let the others start so this one joins a running batch
-        batched = pool.submit(lambda: client.completions.create(**kw).choices[0].text)
+        # Not from the response cache: the model itself, in a batch.
+        batched = pool.submit(lambda: client.completions.create(
+            **kw | {"extra_body": {"ignore_eos": True, "cache": False}}).choices[0].text)
         for f in futures:
             f.result()
         assert batched.result() == alone
