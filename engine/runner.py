@@ -54,7 +54,7 @@ from engine.types import (
     TopLogprob,
     Usage,
 )
-from models import get_card, model_path, verify_model
+from models import get_card, list_cards, model_path, verify_model
 from models.chat_templates import ChatMessage
 from models.templates import ChatTemplate, ChatTemplateError, load_template
 
@@ -502,6 +502,10 @@ class ModelRunner:
                 queue.put_nowait(out)
 
 
+def _generates(card: ModelCard) -> bool:
+    return card.supports("chat") or card.supports("completion")
+
+
 # A rough KV-cache size per cell (K and V, f16, a small model's layers x KV width); the budget
 # only needs an estimate before loading.
 KV_BYTES_PER_CELL = 16 * 1024
@@ -582,17 +586,19 @@ class ModelPool:
     def resident_bytes(self) -> int:
         return sum(self.estimate_bytes(r.card) for r in self._runners.values())
 
-    def estimate_bytes(self, card: ModelCard) -> int:
-        """Memory a loaded model takes: its file(s) plus the KV cache, estimated."""
+    def file_bytes(self, card: ModelCard) -> int:
+        """Size of the card's model file(s) (the card's ``weight_bytes`` when not installed)."""
         path = model_path(card, self.settings.models_dir)
         try:
             if path.is_dir():
-                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            else:
-                size = path.stat().st_size
+                return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            return path.stat().st_size
         except OSError:
-            size = card.weight_bytes or 0
-        return size + self.settings.llm.kv_cells * KV_BYTES_PER_CELL
+            return card.weight_bytes or 0
+
+    def estimate_bytes(self, card: ModelCard) -> int:
+        """Memory a loaded model takes: its file(s) plus the KV cache, estimated."""
+        return self.file_bytes(card) + self.settings.llm.kv_cells * KV_BYTES_PER_CELL
 
     def get(self, model: str) -> ModelRunner:
         """The loaded runner of card id ``model``; 404 ``model_not_found`` otherwise."""
@@ -649,7 +655,7 @@ class ModelPool:
             card = get_card(model, data_dir=self.settings.data_dir)
         except KeyError:
             card = None
-        if card is None or not card.supports("chat") and not card.supports("completion"):
+        if card is None or not _generates(card):
             raise NotFoundError(
                 f"The model {model!r} does not exist or cannot generate; "
                 f"known: {sorted(self.known_ids())}",
@@ -659,7 +665,11 @@ class ModelPool:
         need = self.estimate_bytes(card)
         await self._make_room(model, need)
         backend = self._backend_factory(card) if self._backend_factory else None
-        runner = ModelRunner(self.settings, card, backend)
+        settings = self.settings
+        if settings.llm.max_model_len > card.context_length:  # capped at the card's own
+            llm = dataclasses.replace(settings.llm, max_model_len=card.context_length)
+            settings = dataclasses.replace(settings, llm=llm)
+        runner = ModelRunner(settings, card, backend)
         try:
             await runner.start()
         except FileNotFoundError as exc:
@@ -679,13 +689,32 @@ class ModelPool:
         return runner
 
     def known_ids(self) -> list[str]:
-        from models import list_cards
+        """Ids of the installed cards that can generate."""
+        return [c.id for c in self.installed_cards() if _generates(c)]
 
+    def installed_cards(self) -> list[ModelCard]:
+        """Every card (shipped or the user's) whose model file is in the models directory."""
         return [
-            c.id
+            c
             for c in list_cards(self.settings.data_dir)
-            if c.supports("chat") or c.supports("completion")
+            if c.id in self._runners or model_path(c, self.settings.models_dir).exists()
         ]
+
+    def card_of(self, model: str, capability: str) -> ModelCard:
+        """The installed card ``model`` with ``capability``; 404 naming the choices otherwise."""
+        runner = self._runners.get(model)
+        if runner is not None and runner.card.supports(capability):
+            return runner.card
+        cards = [c for c in self.installed_cards() if c.supports(capability)]
+        for card in cards:
+            if card.id == model:
+                return card
+        raise NotFoundError(
+            f"The model {model!r} does not exist or cannot serve {capability}; "
+            f"available: {sorted(c.id for c in cards)}",
+            param="model",
+            code="model_not_found",
+        )
 
     async def _make_room(self, model: str, need: int) -> None:
         budget = self.settings.models.max_resident_bytes
