@@ -665,7 +665,11 @@ class ModelPool:
         need = self.estimate_bytes(card)
         await self._make_room(model, need)
         backend = self._backend_factory(card) if self._backend_factory else None
-        runner = ModelRunner(self.settings, card, backend)
+        settings = self.settings
+        if settings.llm.max_model_len > card.context_length:  # capped at the card's own
+            llm = dataclasses.replace(settings.llm, max_model_len=card.context_length)
+            settings = dataclasses.replace(settings, llm=llm)
+        runner = ModelRunner(settings, card, backend)
         try:
             await runner.start()
         except FileNotFoundError as exc:
