@@ -178,6 +178,21 @@ class UsageSettings:
 
 
 @dataclass(frozen=True)
+class ModelsSettings:
+    """The model pool: which generation models stay loaded (engine.runner.ModelPool)."""
+
+    # Seconds a model other than the configured one stays loaded after its last request; a
+    # request's "keep_alive" overrides it for that model, up to max_keep_alive_s.
+    keep_alive_s: float = 600.0
+    max_keep_alive_s: float = 86_400.0
+    # Budget for loaded models (file size + KV cache estimate); loading past it unloads the
+    # least recently used idle model. 0 = no budget.
+    max_resident_bytes: int = 0
+    # How long a request waits for room in the budget before a 503 with Retry-After.
+    load_wait_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -189,6 +204,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
@@ -314,7 +330,8 @@ def _check_ranges(section: str, built: object) -> None:
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            low = 0 if f.name in ("port", "draft_tokens", "response_cache_entries") or section == "limits" else 1
+            zero_ok = ("port", "draft_tokens", "response_cache_entries", "max_resident_bytes")
+            low = 0 if f.name in zero_ok or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
             if value < low:

@@ -165,16 +165,16 @@ class Engine:
                 for event in cached:
                     yield event
                 return
-        runner = await self.models.acquire(req.model)
-        events = runner.generate(req)
         seen: list[GenerationEvent] = []
-        try:
-            async for event in events:
-                if key is not None:
-                    seen.append(event)
-                yield event
-        finally:
-            await events.aclose()
+        async with self.models.lease(req.model, req.keep_alive) as runner:
+            events = runner.generate(req)
+            try:
+                async for event in events:
+                    if key is not None:
+                        seen.append(event)
+                    yield event
+            finally:
+                await events.aclose()
         if key is not None:
             self.responses.put(key, seen)
 

@@ -260,6 +260,8 @@ class GenerateRequest:
     timeout_s: float | None = None
     # Who asked: cached prompt prefixes are shared only within one tenant.
     tenant: str = ""
+    # Seconds the model stays loaded once idle after this request (None: [models] keep_alive_s).
+    keep_alive: float | None = None
     # A deterministic request (greedy or seeded) may be answered from the exact response cache.
     cache: bool = True
 

@@ -74,11 +74,12 @@ def _logit_bias(bias: dict[str, float] | None, n_vocab: int) -> dict[int, float]
         except ValueError:
             raise _bad(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
         if not 0 <= tok < n_vocab:
-            raise _bad(f"logit_bias token id {tok} is outside the vocabulary (0..{n_vocab - 1})",
-                       "logit_bias")
+            raise _bad(
+                f"logit_bias token id {tok} is outside the vocabulary (0..{n_vocab - 1})",
+                "logit_bias",
+            )
         if not -100 <= value <= 100:
-            raise _bad(f"logit_bias values must be between -100 and 100, got {value}",
-                       "logit_bias")
+            raise _bad(f"logit_bias values must be between -100 and 100, got {value}", "logit_bias")
         out[tok] = float(value)
     return out
 
@@ -197,10 +198,7 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
 
 
 def _top_dict(entry: LogprobEntry) -> list[dict[str, Any]]:
-    return [
-        {"token": tok, "logprob": lp, "bytes": list(raw)}
-        for tok, _tid, raw, lp in entry.top
-    ]
+    return [{"token": tok, "logprob": lp, "bytes": list(raw)} for tok, _tid, raw, lp in entry.top]
 
 
 def chat_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
@@ -225,8 +223,9 @@ def completion_logprobs(entries: Sequence[LogprobEntry], offset0: int = 0) -> di
     return {
         "tokens": [e.token for e in entries],
         "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [{tok: lp for tok, _t, _b, lp in e.top} if e.top else None
-                         for e in entries],
+        "top_logprobs": [
+            {tok: lp for tok, _t, _b, lp in e.top} if e.top else None for e in entries
+        ],
         "text_offset": offsets,
     }
 
@@ -260,8 +259,12 @@ def _with_outcome(choice: dict[str, Any], acc: ChoiceAccumulator, *, chat: bool)
 
 
 def chat_response(
-    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
-    want_logprobs: bool, extra: dict[str, Any] | None = None,
+    rid: str,
+    model: str,
+    choices: Sequence[ChoiceAccumulator],
+    done: GenerationDone,
+    want_logprobs: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body = {
         "id": rid,
@@ -276,7 +279,8 @@ def chat_response(
                     "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
                     "finish_reason": c.finish_reason,
                 },
-                c, chat=True,
+                c,
+                chat=True,
             )
             for c in sorted(choices, key=lambda c: c.index)
         ],
@@ -287,8 +291,13 @@ def chat_response(
 
 
 def chat_chunk(
-    rid: str, model: str, created: int, delta: dict[str, Any], index: int,
-    finish_reason: str | None = None, logprobs: Sequence[LogprobEntry] | None = None,
+    rid: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    index: int,
+    finish_reason: str | None = None,
+    logprobs: Sequence[LogprobEntry] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -307,8 +316,13 @@ def chat_chunk(
 
 
 def completion_response(
-    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
-    echo_text: str, want_logprobs: bool, index_offset: int = 0,
+    rid: str,
+    model: str,
+    choices: Sequence[ChoiceAccumulator],
+    done: GenerationDone,
+    echo_text: str,
+    want_logprobs: bool,
+    index_offset: int = 0,
 ) -> list[dict[str, Any]]:
     out = []
     for c in sorted(choices, key=lambda c: c.index):
@@ -323,15 +337,21 @@ def completion_response(
                     "logprobs": completion_logprobs(entries) if want_logprobs else None,
                     "finish_reason": c.finish_reason,
                 },
-                c, chat=False,
+                c,
+                chat=False,
             )
         )
     return out
 
 
 def completion_chunk(
-    rid: str, model: str, created: int, index: int, text: str,
-    finish_reason: str | None = None, logprobs: dict[str, Any] | None = None,
+    rid: str,
+    model: str,
+    created: int,
+    index: int,
+    text: str,
+    finish_reason: str | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -375,6 +395,23 @@ def resolve_model(engine: Engine, model: str, capability: str) -> ModelCard:
     )
 
 
+def resolve_generator(engine: Engine, model: str, capability: str) -> ModelCard:
+    """The generation card a chat/completions request names: the server's model or any other
+    installed one (the engine's model pool loads it on use); 404 with the choices otherwise."""
+    if model == engine.card.id and engine.card.supports(capability):
+        return engine.card
+    return engine.models.card_of(model, capability)
+
+
+def keep_alive(req: CompletionRequest | ChatCompletionRequest, limit: float) -> float | None:
+    """The request's ``keep_alive`` in seconds (0 <= keep_alive <= limit), or None."""
+    if req.keep_alive is None:
+        return None
+    if not 0 <= req.keep_alive <= limit:
+        raise _bad(f"keep_alive must be between 0 and {limit:g} seconds", "keep_alive")
+    return float(req.keep_alive)
+
+
 @dataclass(frozen=True)
 class ChatCall:
     """A chat request for the engine; ``retrieval`` set: a RAG turn (``RagService.generate``)."""
@@ -389,7 +426,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
     ``rag/<collection>`` or a ``retrieval`` object makes it a RAG turn on the server's model."""
     rag = req.retrieval is not None or req.model.startswith(RAG_PREFIX)
     model = engine.card.id if req.model.startswith(RAG_PREFIX) else req.model
-    resolve_model(engine, model, "chat")
+    resolve_generator(engine, model, "chat")
     if req.top_logprobs is not None and not req.logprobs:
         raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
@@ -399,7 +436,8 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         )
     params = sampling_params(
         req,
-        max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None
+        max_tokens=req.max_completion_tokens
+        if req.max_completion_tokens is not None
         else req.max_tokens,
         default_max_tokens=engine.settings.llm.default_max_tokens,
         max_n=engine.settings.llm.max_n,
@@ -419,6 +457,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         response_format=spec_of(req),
         timeout_s=request_timeout(req, engine.settings.llm.request_timeout_s),
         cache=req.cache,
+        keep_alive=keep_alive(req, engine.settings.models.max_keep_alive_s),
     )
     return ChatCall(generate, options, req.session_id)
 
@@ -473,7 +512,7 @@ def _prompts(prompt: str | list[Any]) -> list[str | list[int]]:
 
 def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateRequest]:
     """Validate a completions request; one engine request per prompt (ids ``<rid>-<k>``)."""
-    resolve_model(engine, req.model, "completion")
+    resolve_generator(engine, req.model, "completion")
     if req.suffix is not None:
         raise _bad("suffix (insertion) is not supported by this model", "suffix")
     if req.best_of is not None and req.best_of != req.n:
@@ -481,9 +520,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     prompts = _prompts(req.prompt)
     max_n = engine.settings.llm.max_n
     if len(prompts) * req.n > max_n:
-        raise _bad(
-            f"prompts × n must be at most {max_n}, got {len(prompts)} × {req.n}", "prompt"
-        )
+        raise _bad(f"prompts × n must be at most {max_n}, got {len(prompts)} × {req.n}", "prompt")
     params = sampling_params(
         req,
         max_tokens=req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
@@ -496,6 +533,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     rid = new_id("cmpl")
     fmt = spec_of(req)
     timeout_s = request_timeout(req, engine.settings.llm.request_timeout_s)
+    alive = keep_alive(req, engine.settings.models.max_keep_alive_s)
     return [
         GenerateRequest(
             request_id=f"{rid}-{k}",
@@ -507,6 +545,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
             response_format=fmt,
             timeout_s=timeout_s,
             cache=req.cache,
+            keep_alive=alive,
         )
         for k, p in enumerate(prompts)
     ]

@@ -77,6 +77,8 @@ class _Sampling(Strict):
     timeout: float | None = None
     # Hearth: false keeps a greedy/seeded request out of the exact response cache.
     cache: bool = True
+    # Hearth (as Ollama): seconds the model stays loaded once idle after this request.
+    keep_alive: float | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):
@@ -153,6 +155,13 @@ class ModelEntry(msgspec.Struct, omit_defaults=True):
     max_model_len: int | None = None
     format: str | None = None
     collection: str | None = None
+    # Hearth: "loaded" (in memory now) or "available" (installed, loaded on first use).
+    state: str | None = None
+    size_bytes: int | None = None
+    # GET /v1/models/{id} only.
+    context_length: int | None = None
+    template_source: str | None = None
+    sha256: str | None = None
 
 
 class ModelList(msgspec.Struct):

@@ -33,10 +33,21 @@ from server.wire import (
 # ---- models -------------------------------------------------------------------------------
 
 
-def model_entries(engine: Engine) -> list[ModelEntry]:
+def model_entries(engine: Engine, *, detail: bool = False) -> list[ModelEntry]:
+    """Every installed model card: the loaded ones and those the pool loads on first use."""
+    pool = engine.models
+    cards = {c.id: c for c in pool.installed_cards()}
+    cards.setdefault(engine.card.id, engine.card)
+    cards.setdefault(engine.embedding_card.id, engine.embedding_card)
     entries = []
-    for card in (engine.card, engine.embedding_card):
-        max_len = engine.settings.llm.max_model_len if card is engine.card else card.context_length
+    for card in cards.values():
+        loaded = pool.is_loaded(card.id) or card.id == engine.embedding_card.id
+        if card.id == engine.card.id:
+            max_len = engine.settings.llm.max_model_len
+        else:
+            max_len = min(card.context_length, engine.settings.llm.max_model_len)
+            if not card.supports("chat") and not card.supports("completion"):
+                max_len = card.context_length
         entries.append(
             ModelEntry(
                 id=card.id,
@@ -44,6 +55,11 @@ def model_entries(engine: Engine) -> list[ModelEntry]:
                 capabilities=list(card.capabilities),
                 max_model_len=max_len,
                 format=card.format,
+                state="loaded" if loaded else "available",
+                size_bytes=pool.file_bytes(card),
+                context_length=card.context_length if detail else None,
+                template_source=(card.chat_template or "model file") if detail else None,
+                sha256=card.sha256 if detail else None,
             )
         )
     return entries
@@ -73,7 +89,7 @@ async def list_models(request: Request) -> ModelList:
 @get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str) -> ModelEntry:
     wanted = model_id.lstrip("/")
-    entries = model_entries(services(request).engine)
+    entries = model_entries(services(request).engine, detail=True)
     if wanted.startswith(convert.RAG_PREFIX):
         entries = await rag_model_entries(request)
     for entry in entries:
