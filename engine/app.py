@@ -11,7 +11,8 @@
 4. :class:`~engine.job_service.JobService` (fails jobs a crash left running, starts the worker);
 5. :class:`~engine.tenancy.TenancyService`, :class:`~engine.documents.DocumentService`,
    :class:`~engine.sessions.SessionService`, :class:`~engine.rag.RagService`;
-6. :class:`~engine.tasks.service.TaskService` (its tables migrate first).
+6. :class:`~engine.tasks.service.TaskService` (its tables migrate first);
+7. :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -32,6 +33,7 @@ from engine.engine import Engine
 
 if TYPE_CHECKING:
     from configs import Settings
+    from engine.agents import AgentService
     from engine.backends.base import Backend
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
@@ -84,6 +86,7 @@ class Hearth:
     sessions: SessionService
     rag: RagService
     tasks: TaskService
+    agents: AgentService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -150,7 +153,9 @@ async def open_hearth(
     ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
     from the models directory, checked by sha256.
     """
+    from engine.agents import AgentService, builtin_tools  # registers its tables' migration
     from engine.rag import RagService
+    from engine.tasks.llm import EngineLLM
     from engine.tasks.service import TaskService
 
     stack = contextlib.AsyncExitStack()
@@ -163,6 +168,9 @@ async def open_hearth(
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
         tasks = await TaskService.open(
             engine, corpus.db, corpus.jobs, corpus.documents, limits=corpus.limits
+        )
+        agents = AgentService(
+            corpus.db.store, EngineLLM(engine), builtin_tools(corpus.retrieval), corpus.jobs
         )
     except BaseException:
         await stack.aclose()
@@ -181,5 +189,6 @@ async def open_hearth(
         sessions=corpus.sessions,
         rag=rag,
         tasks=tasks,
+        agents=agents,
         _exit=stack,
     )
