@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models serve test lint fmt clean bench-deps vllm-env test-vllm
+.PHONY: install models serve test lint fmt clean bench-deps vllm-env test-vllm browser
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,14 @@ models: install
 serve: models
 	$(BIN)/python -m server serve --profile $(PROFILE)
 
-test: install vllm-env
+test: install vllm-env browser
 	$(BIN)/python -m server install-models --profile test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-vllm
+
+# The console's browser tests drive Debian's chromium (never a downloaded browser build).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

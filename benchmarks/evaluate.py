@@ -279,6 +279,7 @@ async def evaluate_model(
                 figures["n"] = len(examples)
                 figures["tokens_per_s"] = round(speed[variant][0] / max(speed[variant][1], 1e-9), 1)
                 figures["seconds"] = round(speed[variant][1], 1)
+                log.info("%s %s/%s: %s", model, task, variant, figures)
                 rows.append(
                     result_row(
                         "eval",

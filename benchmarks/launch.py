@@ -7,7 +7,8 @@
   first import. It is started with the same GGUF, threads and slot count as Hearth, and
   ``--no-repack`` (Hearth's backend does not repack weights either, and repacking can select
   instructions some VMs reject).
-- :class:`HearthServer`: ``python -m server serve`` with a profile and ``HEARTH_*`` overrides.
+- :class:`HearthServer`: ``python -m server serve`` with a profile and ``HEARTH_*`` overrides (the
+  test suite's real-server fixture, ``tests.support.HearthProcess``, is one too).
 
 Both are context managers: the process is started in its own process group and terminated (then
 killed) on exit, also when the benchmark fails or is interrupted. It stays in the harness's
@@ -30,6 +31,7 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO, Self
 
 import httpx
 
@@ -89,6 +91,7 @@ class _Process:
         self.log_file = log_file
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -96,47 +99,58 @@ class _Process:
     def env(self) -> dict[str, str]:
         return dict(os.environ)
 
-    def __enter__(self) -> _Process:
-        self.start()
-        return self
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self) -> Self:
+        """Launch the process and wait until it is healthy (stopping it if it never is)."""
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting (``wait_ready`` waits)."""
         cmd = self.command()
         log.info("starting %s: %s", self.name, " ".join(cmd))
-        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self._close_log()
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
             cmd,
-            stdout=out,
+            stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=self.env(),
             cwd=ROOT,
             process_group=0,  # own group (killpg), same session: one CPU autogroup for all
         )
         _LIVE.add(self)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until a health path answers 200; ``LaunchError`` (with the log's tail) if the
+        process exits first or ``timeout`` (default ``start_timeout_s``) seconds pass."""
+        timeout = self.start_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LaunchError(
                     f"{self.name} exited with {self.proc.returncode} while starting"
-                    + (f"; see {self.log_file}" if self.log_file else "")
+                    + self._log_hint()
                 )
             if self._healthy():
                 log.info("%s healthy at %s", self.name, self.base_url)
                 return
-            time.sleep(0.5)
-        raise LaunchError(f"{self.name} not healthy after {self.start_timeout_s:.0f} s")
+            time.sleep(0.25)
+        raise LaunchError(f"{self.name} not healthy after {timeout:.0f} s" + self._log_hint())
 
     def _healthy(self) -> bool:
         for path in self.health_paths:
@@ -147,20 +161,39 @@ class _Process:
                 return False
         return False
 
-    def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL after 15 s. Idempotent."""
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the process group (SIGKILL after 15 s if it is still there); the
+        process is gone when this returns. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+            log.info("%s stopped", self.name)
+        self._close_log()
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last ``n`` lines of the log file ('' without one)."""
+        if self.log_file is None:
+            return ""
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        log.info("%s stopped", self.name)
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def _log_hint(self) -> str:
+        tail = self.log_tail()
+        return f"; {self.log_file}:\n{tail}" if tail else ""
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 class LlamaServer(_Process):

@@ -73,6 +73,14 @@ class LLMSettings:
     # per sequence (kv_cells is then max_running * max_model_len), one matmul path for every
     # batch size, no flash attention. Off: shared KV cells, faster kernels at large batches.
     batch_invariant: bool = True
+    # Prompt-lookup speculative decoding (llama.cpp backend): up to this many tokens drafted per
+    # step by matching the sequence's last tokens earlier in its prompt/output, verified in the
+    # same batched decode. Off (0) by default: the verifying rows' logits differ from a one-row
+    # decode by float rounding, so outputs can diverge from plain decoding (docs/benchmarks.md).
+    draft_tokens: int = 0
+    # Exact response cache: completed greedy or seeded generations kept per tenant (LRU entries);
+    # the same request again is answered without the model. 0 turns it off.
+    response_cache_entries: int = 256
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,9 @@ class EmbeddingSettings:
     n_threads: int = 2
     batch_size: int = 32
     max_inputs: int = 2048
+    # "torch" (sentence-transformers, fp32), "onnx-int8" or "onnx-fp32" (ONNX Runtime, exported
+    # from the same folder by install-models; docs/ingestion.md has the measurements).
+    runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,21 @@ class UsageSettings:
 
 
 @dataclass(frozen=True)
+class ModelsSettings:
+    """The model pool: which generation models stay loaded (engine.runner.ModelPool)."""
+
+    # Seconds a model other than the configured one stays loaded after its last request; a
+    # request's "keep_alive" overrides it for that model, up to max_keep_alive_s.
+    keep_alive_s: float = 600.0
+    max_keep_alive_s: float = 86_400.0
+    # Budget for loaded models (file size + KV cache estimate); loading past it unloads the
+    # least recently used idle model. 0 = no budget.
+    max_resident_bytes: int = 0
+    # How long a request waits for room in the budget before a 503 with Retry-After.
+    load_wait_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -178,6 +204,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None
@@ -291,11 +318,20 @@ def _coerce(name: str, kind: object, value: object) -> object:
     return value
 
 
+_CHOICES = {("embeddings", "runtime"): ("torch", "onnx-int8", "onnx-fp32")}
+
+
 def _check_ranges(section: str, built: object) -> None:
+    for (sec, name), allowed in _CHOICES.items():
+        if sec == section and getattr(built, name) not in allowed:
+            raise ConfigError(
+                f"setting {section}.{name}: {getattr(built, name)!r} is not one of {list(allowed)}"
+            )
     for f in dataclasses.fields(built):  # type: ignore[arg-type]
         value = getattr(built, f.name)
         if isinstance(value, int) and not isinstance(value, bool):
-            low = 0 if f.name in ("port",) or section == "limits" else 1
+            zero_ok = ("port", "draft_tokens", "response_cache_entries", "max_resident_bytes")
+            low = 0 if f.name in zero_ok or section == "limits" else 1
             if f.name in ("port",) and not 0 <= value <= 65535:
                 raise ConfigError(f"setting {section}.{f.name}: {value} is not a TCP port")
             if value < low:

@@ -11,6 +11,7 @@ Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts
 
 from engine.agents import AgentRun, AgentService, AgentSpec
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
+from engine.benchmark_results import BenchmarkResults
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -45,8 +46,12 @@ from engine.storage import (
     Tenant,
     open_store,
 )
+from engine.tasks.analysis import AnalysisService
+from engine.tasks.classifiers import ClassifierInput, ClassifierService, parse_examples_csv
 from engine.tasks.classify import Example, Rule
-from engine.tasks.service import ClassifierInput, TaskService, parse_examples_csv
+from engine.tasks.extraction import ExtractionService
+from engine.tasks.usage import TaskUsage
+from engine.tasks.workflow_service import WorkflowService
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -67,10 +72,14 @@ __all__ = [
     "ApiKey",
     "AuthenticationError",
     "BackendError",
+    "BenchmarkResults",
     "ChoiceDelta",
     "Chunk",
     "Citation",
+    "AnalysisService",
     "ClassifierInput",
+    "ClassifierService",
+    "ExtractionService",
     "Collection",
     "ContextLengthError",
     "Corpus",
@@ -115,7 +124,7 @@ __all__ = [
     "SamplingParams",
     "StorageError",
     "StructuredSpec",
-    "TaskService",
+    "TaskUsage",
     "Tenant",
     "TooManyRequestsError",
     "ToolDelta",
@@ -127,5 +136,6 @@ __all__ = [
     "open_corpus",
     "open_hearth",
     "open_store",
+    "WorkflowService",
     "parse_examples_csv",
 ]

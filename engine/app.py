@@ -11,7 +11,11 @@
 4. :class:`~engine.job_service.JobService` (fails jobs a crash left running, starts the worker);
 5. :class:`~engine.tenancy.TenancyService`, :class:`~engine.documents.DocumentService`,
    :class:`~engine.sessions.SessionService`, :class:`~engine.rag.RagService`;
-6. :class:`~engine.tasks.service.TaskService` (its tables migrate first);
+6. the task services (their tables migrate first): :class:`~engine.tasks.usage.TaskUsage`,
+   :class:`~engine.tasks.classifiers.ClassifierService`,
+   :class:`~engine.tasks.extraction.ExtractionService`,
+   :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
+   :class:`~engine.tasks.analysis.AnalysisService`;
 7. :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
@@ -43,7 +47,11 @@ if TYPE_CHECKING:
     from engine.retrieval.service import RetrievalService
     from engine.sessions import SessionService
     from engine.storage import Database
-    from engine.tasks.service import TaskService
+    from engine.tasks.analysis import AnalysisService
+    from engine.tasks.classifiers import ClassifierService
+    from engine.tasks.extraction import ExtractionService
+    from engine.tasks.usage import TaskUsage
+    from engine.tasks.workflow_service import WorkflowService
     from engine.tenancy import TenancyService
     from engine.usage import UsageService
 
@@ -85,7 +93,11 @@ class Hearth:
     documents: DocumentService
     sessions: SessionService
     rag: RagService
-    tasks: TaskService
+    task_usage: TaskUsage
+    classifiers: ClassifierService
+    extraction: ExtractionService
+    workflows: WorkflowService
+    analysis: AnalysisService
     agents: AgentService
     _exit: contextlib.AsyncExitStack
 
@@ -142,6 +154,39 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
     return Corpus(db, jobs, retrieval, tenancy, limits, usage, documents, sessions, stack)
 
 
+@dataclass(frozen=True)
+class _Tasks:
+    usage: TaskUsage
+    classifiers: ClassifierService
+    extraction: ExtractionService
+    workflows: WorkflowService
+    analysis: AnalysisService
+
+
+async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
+    """The task services over one task LLM and one ``tasks`` store (migrated first)."""
+    from engine.tasks.analysis import AnalysisService
+    from engine.tasks.classifiers import ClassifierService
+    from engine.tasks.extraction import ExtractionService
+    from engine.tasks.llm import EngineLLM
+    from engine.tasks.store import TaskRepo
+    from engine.tasks.usage import TaskUsage
+    from engine.tasks.workflow_service import WorkflowService
+
+    await asyncio.to_thread(corpus.db.store.migrate)
+    repo = TaskRepo(corpus.db.store)
+    llm = EngineLLM(engine)
+    usage = TaskUsage(engine, corpus.db, repo, corpus.limits)
+    classifiers = ClassifierService(engine, repo, corpus.jobs, llm, usage)
+    return _Tasks(
+        usage=usage,
+        classifiers=classifiers,
+        extraction=ExtractionService(llm, usage),
+        workflows=WorkflowService(engine, repo, classifiers, llm, usage),
+        analysis=AnalysisService(repo, corpus.jobs, corpus.documents, llm, usage),
+    )
+
+
 async def open_hearth(
     settings: Settings,
     *,
@@ -156,7 +201,6 @@ async def open_hearth(
     from engine.agents import AgentService, builtin_tools  # registers its tables' migration
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
-    from engine.tasks.service import TaskService
 
     stack = contextlib.AsyncExitStack()
     try:
@@ -166,9 +210,7 @@ async def open_hearth(
         corpus = await open_corpus(settings, engine.embedder)
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
-        tasks = await TaskService.open(
-            engine, corpus.db, corpus.jobs, corpus.documents, limits=corpus.limits
-        )
+        tasks = await open_tasks(engine, corpus)
         agents = AgentService(
             corpus.db.store, EngineLLM(engine), builtin_tools(corpus.retrieval), corpus.jobs
         )
@@ -188,7 +230,11 @@ async def open_hearth(
         documents=corpus.documents,
         sessions=corpus.sessions,
         rag=rag,
-        tasks=tasks,
+        task_usage=tasks.usage,
+        classifiers=tasks.classifiers,
+        extraction=tasks.extraction,
+        workflows=tasks.workflows,
+        analysis=tasks.analysis,
         agents=agents,
         _exit=stack,
     )

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.backends.base import Backend
 from engine.errors import InvalidRequestError, NotReadyError, UnprocessableError
+from engine.response_cache import ResponseCache
 from engine.runner import ModelPool, ModelRunner
 from engine.types import BackendStats, GenerateRequest, GenerationEvent
 from models import get_card, verify_model
@@ -51,6 +52,7 @@ class Engine:
         self.models = ModelPool.from_settings(settings, backend)
         self.embedding_card = get_card(settings.embeddings.model, data_dir=settings.data_dir)
         self._embedder = embedder
+        self.responses = ResponseCache(settings.llm.response_cache_entries)
         # Other embedding models, loaded on first use (a classifier trained on one of them).
         self._other_embedders: dict[str, Embedder] = {}
         self._embedders_lock = threading.Lock()
@@ -156,13 +158,25 @@ class Engine:
         """
         if not self._ready:
             raise NotReadyError("Hearth is starting: the model is not loaded yet", retry_after=2)
-        runner = await self.models.acquire(req.model)
-        events = runner.generate(req)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
+        key = self.responses.key(req)
+        if key is not None:
+            cached = self.responses.get(key)
+            if cached is not None:
+                for event in cached:
+                    yield event
+                return
+        seen: list[GenerationEvent] = []
+        async with self.models.lease(req.model, req.keep_alive) as runner:
+            events = runner.generate(req)
+            try:
+                async for event in events:
+                    if key is not None:
+                        seen.append(event)
+                    yield event
+            finally:
+                await events.aclose()
+        if key is not None:
+            self.responses.put(key, seen)
 
     # ---- embeddings -------------------------------------------------------------------------
 

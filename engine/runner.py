@@ -8,18 +8,19 @@ the caller stops listening (a client disconnect cancels the iterator; its ``fina
 the backend). The backend runs on its own thread; its outputs reach the event loop through one
 ``call_soon_threadsafe`` per step.
 
-The ``ModelPool`` maps a request's ``model`` to its runner. Today it holds exactly one runner,
-loaded at start; ``acquire`` is the seam where loading on use, keep-alive and a memory budget
-(evicting the least recently used runner) belong.
+The ``ModelPool`` maps a request's ``model`` to its runner: the configured model is loaded at
+start; any other generation card is loaded on first use, unloaded after an idle keep-alive, and
+kept within a memory budget by unloading the least recently used idle model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.backends.base import Backend, create_backend
@@ -53,7 +54,7 @@ from engine.types import (
     TopLogprob,
     Usage,
 )
-from models import get_card, model_path, verify_model
+from models import get_card, list_cards, model_path, verify_model
 from models.chat_templates import ChatMessage
 from models.templates import ChatTemplate, ChatTemplateError, load_template
 
@@ -303,8 +304,7 @@ class ModelRunner:
         self, req: GenerateRequest, backend: Backend
     ) -> tuple[GenerateRequest, BoundFormat | None, list[int], SamplingParams]:
         """Compile the response format, tokenize the prompt, check the context and stops."""
-        req = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
-        fmt = req.response_format if isinstance(req.response_format, BoundFormat) else None
+        req, fmt = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
         prompt, stops = self._prompt_of(req)
         params = req.params
         if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
@@ -502,31 +502,70 @@ class ModelRunner:
                 queue.put_nowait(out)
 
 
-class ModelPool:
-    """The live models by card id. ``acquire(model)`` is the one lookup generation goes through.
+def _generates(card: ModelCard) -> bool:
+    return card.supports("chat") or card.supports("completion")
 
-    Today the pool holds the configured model (``settings.llm.model``), loaded at ``start``.
+
+# A rough KV-cache size per cell (K and V, f16, a small model's layers x KV width); the budget
+# only needs an estimate before loading.
+KV_BYTES_PER_CELL = 16 * 1024
+REAP_S = 1.0
+
+
+class ModelPool:
+    """The live generation models by card id. ``lease(model)`` is the one way generation reaches
+    a runner.
+
+    The configured model (``settings.llm.model``) is loaded at ``start`` and stays loaded. Any
+    other generation card is loaded on first use (concurrent first requests load it once) and
+    unloaded once idle for its keep-alive (``[models] keep_alive_s``, or the request's
+    ``keep_alive``). Loading past ``[models] max_resident_bytes`` first unloads the least recently
+    used idle model; with none idle, the request waits up to ``load_wait_s`` and then gets 503 with
+    Retry-After. A runner is never unloaded while a lease on it is held.
     """
 
-    def __init__(self, runners: Sequence[ModelRunner]) -> None:
-        if not runners:
-            raise ValueError("a model pool needs at least one model")
-        self._runners = {r.card.id: r for r in runners}
-        self._default = runners[0]
+    def __init__(
+        self,
+        settings: Settings,
+        default: ModelRunner,
+        backend_factory: Callable[[ModelCard], Backend] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._default = default
+        self._runners: dict[str, ModelRunner] = {default.card.id: default}
+        self._leases: dict[str, int] = {}
+        self._expires: dict[str, float] = {}
+        self._loading: dict[str, asyncio.Task[ModelRunner]] = {}
+        self._changed = asyncio.Event()
+        self._backend_factory = backend_factory
+        self._reaper: asyncio.Task[None] | None = None
+        self.loads = 0
+        self.unloads = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, backend: Backend | None = None) -> ModelPool:
-        """The pool of ``settings.llm.model``; ``backend``: a ready-made one (tests)."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        backend: Backend | None = None,
+        backend_factory: Callable[[ModelCard], Backend] | None = None,
+    ) -> ModelPool:
+        """The pool of ``settings.llm.model``; ``backend``: a ready-made one for it (tests);
+        ``backend_factory``: builds the backend of any other model (tests)."""
         card = get_card(settings.llm.model, data_dir=settings.data_dir)
-        return cls([ModelRunner(settings, card, backend)])
+        return cls(settings, ModelRunner(settings, card, backend), backend_factory)
 
     async def start(self) -> None:
-        for runner in self._runners.values():
-            await runner.start()
+        await self._default.start()
+        self._reaper = asyncio.create_task(self._reap(), name="model-pool-reaper")
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for task in self._loading.values():
+            task.cancel()
         for runner in reversed(list(self._runners.values())):
             await runner.close()
+        self._runners = {}
 
     @property
     def default(self) -> ModelRunner:
@@ -539,19 +578,199 @@ class ModelPool:
 
     @property
     def ready(self) -> bool:
-        return all(r.ready for r in self._runners.values())
+        return self._default.ready
+
+    def is_loaded(self, model: str) -> bool:
+        return model in self._runners
+
+    def resident_bytes(self) -> int:
+        return sum(self.estimate_bytes(r.card) for r in self._runners.values())
+
+    def file_bytes(self, card: ModelCard) -> int:
+        """Size of the card's model file(s) (the card's ``weight_bytes`` when not installed)."""
+        path = model_path(card, self.settings.models_dir)
+        try:
+            if path.is_dir():
+                return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            return path.stat().st_size
+        except OSError:
+            return card.weight_bytes or 0
+
+    def estimate_bytes(self, card: ModelCard) -> int:
+        """Memory a loaded model takes: its file(s) plus the KV cache, estimated."""
+        return self.file_bytes(card) + self.settings.llm.kv_cells * KV_BYTES_PER_CELL
 
     def get(self, model: str) -> ModelRunner:
         """The loaded runner of card id ``model``; 404 ``model_not_found`` otherwise."""
         runner = self._runners.get(model)
         if runner is None:
             raise NotFoundError(
-                f"The model {model!r} is not loaded; available: {sorted(self._runners)}",
+                f"The model {model!r} is not loaded; loaded: {sorted(self._runners)}",
                 param="model",
                 code="model_not_found",
             )
         return runner
 
-    async def acquire(self, model: str) -> ModelRunner:
-        """The runner for a request's ``model``, loaded if needed (today: looked up)."""
-        return self.get(model)
+    async def acquire(self, model: str, keep_alive: float | None = None) -> ModelRunner:
+        """The runner for ``model``, loaded if needed (no lease: it may be unloaded once idle)."""
+        async with self.lease(model, keep_alive) as runner:
+            return runner
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, model: str, keep_alive: float | None = None
+    ) -> AsyncIterator[ModelRunner]:
+        """Hold ``model`` loaded for the duration of the block (loading it first if needed).
+
+        ``keep_alive``: seconds it stays loaded after this request (bounded by
+        ``[models] max_keep_alive_s``; 0 unloads it as soon as it is idle)."""
+        runner = self._runners.get(model)
+        if runner is None:
+            runner = await self._load(model)
+        self._leases[model] = self._leases.get(model, 0) + 1
+        try:
+            yield runner
+        finally:
+            self._leases[model] -= 1
+            runner.last_used = time.monotonic()
+            self._expires[model] = runner.last_used + self._keep_alive(keep_alive)
+            self._changed.set()
+
+    def _keep_alive(self, keep_alive: float | None) -> float:
+        cfg = self.settings.models
+        if keep_alive is None:
+            return cfg.keep_alive_s
+        return max(0.0, min(float(keep_alive), cfg.max_keep_alive_s))
+
+    async def _load(self, model: str) -> ModelRunner:
+        task = self._loading.get(model)
+        if task is None:
+            task = asyncio.create_task(self._load_once(model), name=f"load-{model}")
+            self._loading[model] = task
+            task.add_done_callback(lambda _t: self._loading.pop(model, None))
+        return await asyncio.shield(task)
+
+    async def _load_once(self, model: str) -> ModelRunner:
+        try:
+            card = get_card(model, data_dir=self.settings.data_dir)
+        except KeyError:
+            card = None
+        if card is None or not _generates(card):
+            raise NotFoundError(
+                f"The model {model!r} does not exist or cannot generate; "
+                f"known: {sorted(self.known_ids())}",
+                param="model",
+                code="model_not_found",
+            )
+        need = self.estimate_bytes(card)
+        await self._make_room(model, need)
+        backend = self._backend_factory(card) if self._backend_factory else None
+        settings = self.settings
+        if settings.llm.max_model_len > card.context_length:  # capped at the card's own
+            llm = dataclasses.replace(settings.llm, max_model_len=card.context_length)
+            settings = dataclasses.replace(settings, llm=llm)
+        runner = ModelRunner(settings, card, backend)
+        try:
+            await runner.start()
+        except FileNotFoundError as exc:
+            await runner.close()
+            raise NotFoundError(
+                f"The model {model!r} is not installed: {exc}",
+                param="model",
+                code="model_not_found",
+            ) from None
+        except BaseException:
+            await runner.close()
+            raise
+        self._runners[model] = runner
+        self._expires[model] = time.monotonic() + self.settings.models.keep_alive_s
+        self.loads += 1
+        log.info("model loaded on use: %s (~%d MiB)", model, need // 2**20)
+        return runner
+
+    def known_ids(self) -> list[str]:
+        """Ids of the installed cards that can generate."""
+        return [c.id for c in self.installed_cards() if _generates(c)]
+
+    def installed_cards(self) -> list[ModelCard]:
+        """Every card (shipped or the user's) whose model file is in the models directory."""
+        return [
+            c
+            for c in list_cards(self.settings.data_dir)
+            if c.id in self._runners or model_path(c, self.settings.models_dir).exists()
+        ]
+
+    def card_of(self, model: str, capability: str) -> ModelCard:
+        """The installed card ``model`` with ``capability``; 404 naming the choices otherwise."""
+        runner = self._runners.get(model)
+        if runner is not None and runner.card.supports(capability):
+            return runner.card
+        cards = [c for c in self.installed_cards() if c.supports(capability)]
+        for card in cards:
+            if card.id == model:
+                return card
+        raise NotFoundError(
+            f"The model {model!r} does not exist or cannot serve {capability}; "
+            f"available: {sorted(c.id for c in cards)}",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def _make_room(self, model: str, need: int) -> None:
+        budget = self.settings.models.max_resident_bytes
+        if budget <= 0:
+            return
+        deadline = time.monotonic() + self.settings.models.load_wait_s
+        while self.resident_bytes() + need > budget:
+            victim = self._idle_lru()
+            if victim is not None:
+                await self._unload(victim, "to make room for " + model)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OverloadedError(
+                    f"no room to load {model!r}: [models] max_resident_bytes={budget} is taken "
+                    f"by models in use ({sorted(self._runners)}); retry shortly",
+                    retry_after=max(1, int(self.settings.models.load_wait_s)),
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(left, REAP_S))
+
+    def _idle_lru(self) -> str | None:
+        idle = [
+            r
+            for mid, r in self._runners.items()
+            if r is not self._default and self._leases.get(mid, 0) == 0 and r.inflight == 0
+        ]
+        if not idle:
+            return None
+        return min(idle, key=lambda r: r.last_used).card.id
+
+    async def _unload(self, model: str, why: str) -> None:
+        runner = self._runners.pop(model)
+        self._expires.pop(model, None)
+        self.unloads += 1
+        log.info("model unloaded (%s): %s", why, model)
+        await runner.close()
+        self._changed.set()
+
+    async def expire(self) -> None:
+        """Unload every idle model past its keep-alive (the reaper calls this each second)."""
+        now = time.monotonic()
+        for mid, runner in list(self._runners.items()):
+            if (
+                runner is not self._default
+                and self._leases.get(mid, 0) == 0
+                and runner.inflight == 0
+                and self._expires.get(mid, now + 1) <= now
+            ):
+                await self._unload(mid, "keep-alive expired")
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_S)
+            try:
+                await self.expire()
+            except Exception:  # noqa: BLE001 - tried again at the next tick
+                log.exception("unloading idle models failed")

@@ -6,11 +6,14 @@ import contextvars
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from models.chat_templates import ChatMessage
+
+if TYPE_CHECKING:
+    from engine.grammar.spec import StructuredSpec
 
 
 class FinishReason(enum.StrEnum):
@@ -53,6 +56,10 @@ class TokenConstraint(Protocol):
     called from the backend's thread. ``prepare`` may run in another thread while the backend
     decodes, so the mask for the next token is ready when the logits are.
     """
+
+    # The grammar's text (llguidance JSON or Lark), for backends that enforce it with their own
+    # grammar engine (vLLM) instead of calling the methods below.
+    grammar: str | None
 
     def prepare(self) -> None: ...
 
@@ -123,6 +130,9 @@ class BackendStats:
     kv_cells_total: int
     steps: int
     prefix_hit_tokens: int = 0
+    # Prompt-lookup speculative decoding: tokens drafted, and those the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
 
 # ---- engine → caller -----------------------------------------------------------------------
@@ -138,6 +148,57 @@ class LogprobEntry:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call parsed from a tools-constrained output."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class SchemaReport:
+    """What was enforced and how the output fared; ``to_dict`` is the wire form."""
+
+    kind: str
+    enforced_by_grammar: list[str] = field(default_factory=list)
+    validated_after_generation: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    valid: bool | None = None
+    errors: list[str] = field(default_factory=list)
+    error: str | None = None  # None | "truncated" | "validation_failed" | "invalid_json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "enforced_by_grammar": self.enforced_by_grammar,
+            "validated_after_generation": self.validated_after_generation,
+            "ignored": self.ignored,
+            "valid": self.valid,
+            "errors": self.errors,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Outcome:
+    """How one constrained choice ended (``engine.grammar.finalize``): its finish reason, the
+    schema report, and the content and tool calls parsed from its text."""
+
+    finish_reason: FinishReason
+    report: SchemaReport
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ChoiceDelta:
     """New output of one choice. ``text`` may be empty (held back while it could start a stop)."""
 
@@ -146,14 +207,16 @@ class ChoiceDelta:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[LogprobEntry, ...] | None = None
     finish_reason: FinishReason | None = None
-    # Last delta of a constrained choice: its engine.grammar.Outcome (schema_report, tool calls).
-    structured: object | None = None
+    # Last delta of a constrained choice: how its output fared (schema_report, tool calls).
+    structured: Outcome | None = None
 
 
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Served from the exact response cache (engine.response_cache), without an engine call.
+    cached: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -190,13 +253,17 @@ class GenerateRequest:
     prompt_tokens: Sequence[int] | None = None
     messages: Sequence[ChatMessage] | None = None
     n: int = 1
-    # Opaque response-format spec compiled by engine.grammar (None = unconstrained).
-    response_format: object | None = None
+    # The structured-output spec engine.grammar compiles (None = unconstrained).
+    response_format: StructuredSpec | None = None
     add_special_tokens: bool = True
     # Seconds from submission until the request is aborted (408); None: llm.request_timeout_s.
     timeout_s: float | None = None
     # Who asked: cached prompt prefixes are shared only within one tenant.
     tenant: str = ""
+    # Seconds the model stays loaded once idle after this request (None: [models] keep_alive_s).
+    keep_alive: float | None = None
+    # A deterministic request (greedy or seeded) may be answered from the exact response cache.
+    cache: bool = True
 
 
 # ---- retrieval → caller ---------------------------------------------------------------------

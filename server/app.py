@@ -21,6 +21,7 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
+from server import console
 from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
 from server.browser import browser_guard, names, open_mode_refusal
 from server.deadlines import write_deadline
@@ -29,6 +30,7 @@ from server.metrics import Metrics, metrics_route
 from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import agents as agent_routes
+from server.routes import benchmarks as benchmark_routes
 from server.routes import documents as document_routes
 from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
@@ -77,6 +79,8 @@ def create_app(
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
+            *benchmark_routes.HANDLERS,  # benchmark results and plots, read-only
+            *console.ROUTES,  # the web console's static page at /
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
         # A slow reader's writes time out (its stream ends, its sequences abort); browser

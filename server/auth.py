@@ -1,6 +1,6 @@
 """Tenant authentication: an ASGI middleware that puts the caller's tenant in ``request.state``.
 
-- ``/health`` and ``/ready`` are open.
+- ``/health``, ``/ready`` and the console's static page (``/``, ``/console/...``) are open.
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
   off, 403); it sets no tenant. So does ``/metrics`` once tenant keys exist: its figures come
   from every tenant's traffic (in open mode there is one tenant, and it stays open to loopback).
@@ -33,7 +33,8 @@ from server.state import state_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+OPEN_PREFIXES = ("/console/",)  # the console's static files (server.console)
 CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"
 ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
@@ -61,7 +62,12 @@ class TenantAuthMiddleware:
         self._warned_open = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         token = bearer(scope.get("headers", []))  # type: ignore[arg-type]

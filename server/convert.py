@@ -25,6 +25,7 @@ from engine import (
     InvalidRequestError,
     LogprobEntry,
     NotFoundError,
+    Outcome,
     RetrievalOptions,
     SamplingParams,
     StructuredSpec,
@@ -33,7 +34,7 @@ from engine import (
 )
 from models import ModelCard
 from models.chat_templates import ROLES, ChatMessage
-from server.wire import ChatCompletionRequest, CompletionRequest, Message
+from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingEntry, Message
 
 MAX_STOP = 16
 MAX_LOGPROBS = 20
@@ -73,11 +74,12 @@ def _logit_bias(bias: dict[str, float] | None, n_vocab: int) -> dict[int, float]
         except ValueError:
             raise _bad(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
         if not 0 <= tok < n_vocab:
-            raise _bad(f"logit_bias token id {tok} is outside the vocabulary (0..{n_vocab - 1})",
-                       "logit_bias")
+            raise _bad(
+                f"logit_bias token id {tok} is outside the vocabulary (0..{n_vocab - 1})",
+                "logit_bias",
+            )
         if not -100 <= value <= 100:
-            raise _bad(f"logit_bias values must be between -100 and 100, got {value}",
-                       "logit_bias")
+            raise _bad(f"logit_bias values must be between -100 and 100, got {value}", "logit_bias")
         out[tok] = float(value)
     return out
 
@@ -184,19 +186,19 @@ def chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
 # ---- engine → wire --------------------------------------------------------------------------
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
-    return {
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached:  # answered from the exact response cache
+        out["cached"] = True
+    return out
 
 
 def _top_dict(entry: LogprobEntry) -> list[dict[str, Any]]:
-    return [
-        {"token": tok, "logprob": lp, "bytes": list(raw)}
-        for tok, _tid, raw, lp in entry.top
-    ]
+    return [{"token": tok, "logprob": lp, "bytes": list(raw)} for tok, _tid, raw, lp in entry.top]
 
 
 def chat_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
@@ -221,8 +223,9 @@ def completion_logprobs(entries: Sequence[LogprobEntry], offset0: int = 0) -> di
     return {
         "tokens": [e.token for e in entries],
         "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [{tok: lp for tok, _t, _b, lp in e.top} if e.top else None
-                         for e in entries],
+        "top_logprobs": [
+            {tok: lp for tok, _t, _b, lp in e.top} if e.top else None for e in entries
+        ],
         "text_offset": offsets,
     }
 
@@ -235,7 +238,7 @@ class ChoiceAccumulator:
         self.text: list[str] = []
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
-        self.structured: Any = None  # engine.grammar Outcome of a constrained choice
+        self.structured: Outcome | None = None  # how a constrained choice fared
 
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.text)
@@ -256,8 +259,12 @@ def _with_outcome(choice: dict[str, Any], acc: ChoiceAccumulator, *, chat: bool)
 
 
 def chat_response(
-    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
-    want_logprobs: bool, extra: dict[str, Any] | None = None,
+    rid: str,
+    model: str,
+    choices: Sequence[ChoiceAccumulator],
+    done: GenerationDone,
+    want_logprobs: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body = {
         "id": rid,
@@ -272,7 +279,8 @@ def chat_response(
                     "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
                     "finish_reason": c.finish_reason,
                 },
-                c, chat=True,
+                c,
+                chat=True,
             )
             for c in sorted(choices, key=lambda c: c.index)
         ],
@@ -283,8 +291,13 @@ def chat_response(
 
 
 def chat_chunk(
-    rid: str, model: str, created: int, delta: dict[str, Any], index: int,
-    finish_reason: str | None = None, logprobs: Sequence[LogprobEntry] | None = None,
+    rid: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    index: int,
+    finish_reason: str | None = None,
+    logprobs: Sequence[LogprobEntry] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -303,8 +316,13 @@ def chat_chunk(
 
 
 def completion_response(
-    rid: str, model: str, choices: Sequence[ChoiceAccumulator], done: GenerationDone,
-    echo_text: str, want_logprobs: bool, index_offset: int = 0,
+    rid: str,
+    model: str,
+    choices: Sequence[ChoiceAccumulator],
+    done: GenerationDone,
+    echo_text: str,
+    want_logprobs: bool,
+    index_offset: int = 0,
 ) -> list[dict[str, Any]]:
     out = []
     for c in sorted(choices, key=lambda c: c.index):
@@ -319,15 +337,21 @@ def completion_response(
                     "logprobs": completion_logprobs(entries) if want_logprobs else None,
                     "finish_reason": c.finish_reason,
                 },
-                c, chat=False,
+                c,
+                chat=False,
             )
         )
     return out
 
 
 def completion_chunk(
-    rid: str, model: str, created: int, index: int, text: str,
-    finish_reason: str | None = None, logprobs: dict[str, Any] | None = None,
+    rid: str,
+    model: str,
+    created: int,
+    index: int,
+    text: str,
+    finish_reason: str | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -340,14 +364,14 @@ def completion_chunk(
     }
 
 
-def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, Any]]:
+def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[EmbeddingEntry]:
     data = []
     for i, vec in enumerate(vectors):
         if encoding_format == "base64":
-            value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+            value: list[float] | str = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
         else:
             value = vec.tolist()
-        data.append({"object": "embedding", "index": i, "embedding": value})
+        data.append(EmbeddingEntry(i, value))
     return data
 
 
@@ -371,6 +395,23 @@ def resolve_model(engine: Engine, model: str, capability: str) -> ModelCard:
     )
 
 
+def resolve_generator(engine: Engine, model: str, capability: str) -> ModelCard:
+    """The generation card a chat/completions request names: the server's model or any other
+    installed one (the engine's model pool loads it on use); 404 with the choices otherwise."""
+    if model == engine.card.id and engine.card.supports(capability):
+        return engine.card
+    return engine.models.card_of(model, capability)
+
+
+def keep_alive(req: CompletionRequest | ChatCompletionRequest, limit: float) -> float | None:
+    """The request's ``keep_alive`` in seconds (0 <= keep_alive <= limit), or None."""
+    if req.keep_alive is None:
+        return None
+    if not 0 <= req.keep_alive <= limit:
+        raise _bad(f"keep_alive must be between 0 and {limit:g} seconds", "keep_alive")
+    return float(req.keep_alive)
+
+
 @dataclass(frozen=True)
 class ChatCall:
     """A chat request for the engine; ``retrieval`` set: a RAG turn (``RagService.generate``)."""
@@ -385,7 +426,7 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
     ``rag/<collection>`` or a ``retrieval`` object makes it a RAG turn on the server's model."""
     rag = req.retrieval is not None or req.model.startswith(RAG_PREFIX)
     model = engine.card.id if req.model.startswith(RAG_PREFIX) else req.model
-    resolve_model(engine, model, "chat")
+    resolve_generator(engine, model, "chat")
     if req.top_logprobs is not None and not req.logprobs:
         raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
@@ -395,7 +436,8 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         )
     params = sampling_params(
         req,
-        max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None
+        max_tokens=req.max_completion_tokens
+        if req.max_completion_tokens is not None
         else req.max_tokens,
         default_max_tokens=engine.settings.llm.default_max_tokens,
         max_n=engine.settings.llm.max_n,
@@ -414,6 +456,8 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
         n=req.n,
         response_format=spec_of(req),
         timeout_s=request_timeout(req, engine.settings.llm.request_timeout_s),
+        cache=req.cache,
+        keep_alive=keep_alive(req, engine.settings.models.max_keep_alive_s),
     )
     return ChatCall(generate, options, req.session_id)
 
@@ -468,7 +512,7 @@ def _prompts(prompt: str | list[Any]) -> list[str | list[int]]:
 
 def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateRequest]:
     """Validate a completions request; one engine request per prompt (ids ``<rid>-<k>``)."""
-    resolve_model(engine, req.model, "completion")
+    resolve_generator(engine, req.model, "completion")
     if req.suffix is not None:
         raise _bad("suffix (insertion) is not supported by this model", "suffix")
     if req.best_of is not None and req.best_of != req.n:
@@ -476,9 +520,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     prompts = _prompts(req.prompt)
     max_n = engine.settings.llm.max_n
     if len(prompts) * req.n > max_n:
-        raise _bad(
-            f"prompts × n must be at most {max_n}, got {len(prompts)} × {req.n}", "prompt"
-        )
+        raise _bad(f"prompts × n must be at most {max_n}, got {len(prompts)} × {req.n}", "prompt")
     params = sampling_params(
         req,
         max_tokens=req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
@@ -491,6 +533,7 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
     rid = new_id("cmpl")
     fmt = spec_of(req)
     timeout_s = request_timeout(req, engine.settings.llm.request_timeout_s)
+    alive = keep_alive(req, engine.settings.models.max_keep_alive_s)
     return [
         GenerateRequest(
             request_id=f"{rid}-{k}",
@@ -501,6 +544,8 @@ def completion_calls(engine: Engine, req: CompletionRequest) -> list[GenerateReq
             n=req.n,
             response_format=fmt,
             timeout_s=timeout_s,
+            cache=req.cache,
+            keep_alive=alive,
         )
         for k, p in enumerate(prompts)
     ]

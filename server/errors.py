@@ -20,6 +20,7 @@ from engine import (
     RetryableError,
     is_disk_full,
 )
+from server.wire import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ _HTTP_TYPES = {
 }
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None):
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> ErrorBody:
+    """The OpenAI error body of every error response (and of an in-band SSE error)."""
+    return ErrorBody(ErrorDetail(message, type_, param, code))
 
 
 def hearth_error_response(exc: HearthError) -> Response:

@@ -18,7 +18,7 @@ retrieval figures appended to the body, or a last chunk before ``[DONE]``) or ar
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from litestar import Request, Response
@@ -46,7 +46,7 @@ T = TypeVar("T")
 class Mapper(Protocol[T]):
     async def collect(self, events: AsyncIterator[T]) -> dict[str, Any]: ...
 
-    def chunks(self, events: AsyncIterator[T]) -> AsyncIterator[bytes]: ...
+    def chunks(self, events: AsyncIterator[T]) -> AsyncGenerator[bytes, None]: ...
 
 
 def _event_of(item: Any) -> Any:
@@ -56,9 +56,9 @@ def _event_of(item: Any) -> Any:
 
 async def metered(
     timer: RequestTimer,
-    events: AsyncIterator[T],
+    events: AsyncGenerator[T, None],
     on_usage: Callable[[Usage], None] | None = None,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Pass ``events`` through, recording the request's timings, status and usage; ``on_usage``
     gets the summed usage once at the end (charging the tenant, recording it)."""
     usage = Usage(0, 0)
@@ -82,13 +82,11 @@ async def metered(
         timer.finish(status, usage.prompt_tokens, usage.completion_tokens)
         if on_usage is not None:
             on_usage(usage)
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await events.aclose()
 
 
 async def respond(
-    request: Request, mapper: Mapper[T], events: AsyncIterator[T], *, stream: bool
+    request: Request, mapper: Mapper[T], events: AsyncGenerator[T, None], *, stream: bool
 ) -> Response[dict[str, Any]] | Stream:
     """SSE (first event pulled before the 200) or the collected body (cancelled on disconnect)."""
     if not stream:
@@ -97,13 +95,13 @@ async def respond(
     return sse_stream(mapper.chunks(_prepend(first, events)))
 
 
-async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+async def _prepend(first: T, rest: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
     try:
         yield first
         async for item in rest:
             yield item
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()
 
 
 # ---- chat -------------------------------------------------------------------------------------
@@ -166,7 +164,7 @@ class ChatMapper:
         }
         return body | rag_extra(refusal)
 
-    async def chunks(self, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async def chunks(self, events: AsyncIterator[Any]) -> AsyncGenerator[bytes, None]:
         created = int(time.time())
         shaper = ChatStreamShaper(self.spec)
         usage = Usage(0, 0)
@@ -271,7 +269,7 @@ class CompletionMapper:
             "usage": convert.usage_dict(_sum_usage(dones)),
         }
 
-    async def chunks(self, events: AsyncIterator[tuple[int, Any]]) -> AsyncIterator[bytes]:
+    async def chunks(self, events: AsyncIterator[tuple[int, Any]]) -> AsyncGenerator[bytes, None]:
         req, rid = self.req, self.rid
         created = int(time.time())
         dones: list[GenerationDone | None] = [None] * len(self.generates)
@@ -314,5 +312,7 @@ class CompletionMapper:
 def _sum_usage(dones: list[GenerationDone | None]) -> Usage:
     done = [d for d in dones if d is not None]
     return Usage(
-        sum(d.usage.prompt_tokens for d in done), sum(d.usage.completion_tokens for d in done)
+        sum(d.usage.prompt_tokens for d in done),
+        sum(d.usage.completion_tokens for d in done),
+        cached=bool(done) and all(d.usage.cached for d in done),
     )

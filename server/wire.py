@@ -1,6 +1,5 @@
-"""Request bodies on the wire (msgspec). Unknown fields are rejected, never silently ignored.
-
-Responses are built as plain dicts in ``server.convert`` (one place per direction).
+"""Bodies on the wire (msgspec). Request structs reject unknown fields, never silently ignoring
+them; response structs are built by the mappers (``server.mappers``, ``server.convert``).
 """
 
 from __future__ import annotations
@@ -76,6 +75,10 @@ class _Sampling(Strict):
     structured_outputs: dict[str, Any] | None = None
     # Hearth: seconds until the request is aborted (408); at most [llm] request_timeout_s.
     timeout: float | None = None
+    # Hearth: false keeps a greedy/seeded request out of the exact response cache.
+    cache: bool = True
+    # Hearth (as Ollama): seconds the model stays loaded once idle after this request.
+    keep_alive: float | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):
@@ -120,3 +123,65 @@ class TokenizeRequest(Strict):
 class DetokenizeRequest(Strict):
     tokens: list[int]
     model: str | None = None
+
+
+# ---- responses ---------------------------------------------------------------------------------
+
+
+class ErrorDetail(msgspec.Struct):
+    """OpenAI's error object; ``param`` and ``code`` are always present (null when unknown)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error response: ``{"error": {...}}`` (``status``: /ready's loading state)."""
+
+    error: ErrorDetail
+    status: str | None = None
+
+
+class ModelEntry(msgspec.Struct, omit_defaults=True):
+    """One entry of ``/v1/models``: a loaded model, or a ``rag/<collection>`` pseudo-model."""
+
+    id: str
+    created: int
+    capabilities: list[str]
+    object: str = "model"
+    owned_by: str = "hearth"
+    max_model_len: int | None = None
+    format: str | None = None
+    collection: str | None = None
+    # Hearth: "loaded" (in memory now) or "available" (installed, loaded on first use).
+    state: str | None = None
+    size_bytes: int | None = None
+    # GET /v1/models/{id} only.
+    context_length: int | None = None
+    template_source: str | None = None
+    sha256: str | None = None
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelEntry]
+    object: str = "list"
+
+
+class EmbeddingEntry(msgspec.Struct):
+    index: int
+    embedding: list[float] | str  # floats, or base64 of little-endian float32
+    object: str = "embedding"
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct):
+    data: list[EmbeddingEntry]
+    model: str
+    usage: EmbeddingUsage
+    object: str = "list"

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
+from benchmarks.launch import HearthServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("HEARTH_MODELS_DIR", ROOT / "data" / "models")).resolve()
 LLM = "gemma-3-270m-q4km"
 EMBEDDER = "all-minilm-l6-v2"
 READY_TIMEOUT_S = 600  # a loaded 2-core machine can take minutes to import torch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_models() -> Path:
@@ -35,80 +24,38 @@ def ensure_models() -> Path:
     return MODELS_DIR
 
 
-class HearthProcess:
-    """``python -m server serve`` as a child process. ``start()`` waits for /ready."""
+class HearthProcess(HearthServer):
+    """The real server of the e2e tests: ``benchmarks.launch.HearthServer`` on a free port with
+    its own data dir (kept across restarts, log in ``server.log``) and the shared model files.
+    ``start()`` installs the test models if needed and waits for /ready."""
 
     def __init__(
-        self,
-        data_dir: Path,
-        *,
-        profile: str = "test",
-        env: Mapping[str, str] | None = None,
-        prefix: Sequence[str] = (),
+        self, data_dir: Path, *, profile: str = "test", env: Mapping[str, str] | None = None
     ):
-        self.data_dir = Path(data_dir)
-        self.port = free_port()
-        self.profile = profile
-        self.extra_env = dict(env or {})
-        self.prefix = list(prefix)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.data_dir / "server.log"
+        data_dir = Path(data_dir)
+        super().__init__(
+            profile=profile,
+            overrides={
+                "HEARTH_MODELS_DIR": str(MODELS_DIR),
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": str(ROOT),
+                **(env or {}),
+            },
+            log_file=data_dir / "server.log",
+            start_timeout_s=READY_TIMEOUT_S,
+            data_dir=data_dir,
+            models_dir=MODELS_DIR,
+        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
 
     def launch(self) -> None:
         ensure_models()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            HEARTH_MODELS_DIR=str(MODELS_DIR),
-            HF_HUB_OFFLINE="1",
-            PYTHONPATH=str(ROOT),
-        )
-        env.update(self.extra_env)
-        cmd = [*self.prefix, sys.executable, "-m", "server", "serve", "--profile", self.profile,
-               "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        if getattr(self, "_log", None) is not None:
-            self._log.close()  # the previous run was killed without stop()
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_tail()}")
-
-    def start(self) -> HearthProcess:
-        self.launch()
-        self.wait_ready()
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._log.close()
-        self.proc = None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        super().launch()

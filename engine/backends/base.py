@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 from engine.types import BackendOutput, BackendRequest, BackendStats
 
 if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
     from configs import Settings
     from models import ModelCard
 
@@ -54,6 +56,12 @@ class Backend(Protocol):
 
     def token_text(self, token_id: int) -> str:
         """The token's own spelling, special tokens included (for logprobs and /detokenize)."""
+        ...
+
+    def grammar_tokenizer(self) -> LLTokenizer | None:
+        """The llguidance tokenizer of this vocabulary, built anew on each call (slow: 1-3 s;
+        ``engine.grammar`` calls it once, off the event loop). None: this backend cannot enforce
+        structured output (a 400 for requests that ask for it)."""
         ...
 
     def submit(self, request: BackendRequest) -> None:

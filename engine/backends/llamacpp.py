@@ -44,6 +44,8 @@ from engine.types import (
 from models.store import model_path
 
 if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
     from configs import Settings
     from models import ModelCard
 
@@ -75,6 +77,7 @@ class _Seq:
     n_past: int = 0
     n_generated: int = 0
     sampler: ctypes.c_void_p | None = None  # None: plain greedy, the argmax of the logits row
+    draft: list[int] = field(default_factory=list)  # tokens drafted into the current batch
     # Logits rows of the current batch: batch index -> prompt position (prompt logprobs) or -1.
     prompt_lp: list[float | None] = field(default_factory=list)
     prompt_top: list[tuple[TopLogprob, ...]] = field(default_factory=list)
@@ -130,6 +133,9 @@ class LlamaCppBackend:
         # of choosing each sequence's token.
         self._overlap_masks = _cores() > cfg.n_threads
         self._piece_cache: dict[int, bytes] = {}
+        self._draft_tokens = max(0, cfg.draft_tokens)
+        self._drafted = 0
+        self._accepted = 0
         self._model = self._ctx = self._vocab = None
         self._alive = False
 
@@ -152,10 +158,12 @@ class LlamaCppBackend:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    @property
-    def vocab(self):
-        """The llama.cpp vocab pointer (for grammar libraries that build a tokenizer from it)."""
-        return self._vocab
+    def grammar_tokenizer(self) -> LLTokenizer:
+        """The llguidance tokenizer of the loaded vocabulary (engine.grammar compiles with it;
+        takes 1-3 s). Valid while the model is loaded."""
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        return lltokenizer_from_vocab(self._vocab, eos_token=sorted(self.eos_token_ids))
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class LlamaCppBackend:
             kv_cells_total=self._kv_cells,
             steps=self._steps,
             prefix_hit_tokens=self._prefix_hits,
+            draft_tokens=self._drafted,
+            draft_accepted=self._accepted,
         )
 
     # ---- the step loop ----------------------------------------------------------------------
@@ -489,8 +499,44 @@ class LlamaCppBackend:
             choices = list(self._pool.map(self._choose, to_sample))
         else:
             choices = [self._choose(item) for item in to_sample]
-        for (seq, _), choice in zip(to_sample, choices, strict=True):
+        for (seq, idx), choice in zip(to_sample, choices, strict=True):
             self._commit(seq, choice, out)
+            if seq.draft:
+                self._verify(seq, idx, out)
+
+    # ---- prompt-lookup speculative decoding -------------------------------------------------
+
+    def _propose(self, seq: _Seq, room: int) -> list[int]:
+        """Draft tokens for ``seq``: what followed the latest earlier occurrence of its last
+        3 (else 2, else 1) tokens in its prompt and output. Empty when nothing matches, when
+        the sequence cannot use them (max_tokens, context) or wants prompt logprobs."""
+        p = seq.req.params
+        k = min(
+            self._draft_tokens,
+            room,
+            p.max_tokens - seq.n_generated - 1,
+            self._max_model_len - len(seq.tokens) - 1,
+        )
+        if k <= 0 or p.prompt_logprobs:
+            return []
+        return _lookup(seq.tokens, k)
+
+    def _verify(self, seq: _Seq, first_row: int, out: list[BackendOutput]) -> None:
+        """Walk the drafted rows after the sampled one: while the token just committed equals
+        the drafted token fed at the next row, that row's logits are exactly what plain decoding
+        would compute next, so the next token is chosen from it (same sampler, same grammar
+        state, same RNG draw order). The first mismatch ends the walk; KV of rows past the
+        accepted tokens is dropped."""
+        draft, seq.draft = seq.draft, []
+        self._drafted += len(draft)
+        for i, tok in enumerate(draft):
+            if seq.req.request_id not in self._running or seq.tokens[-1] != tok:
+                break
+            seq.n_past += 1  # the drafted token's KV row is the committed token's
+            self._accepted += 1
+            self._commit(seq, self._choose((seq, first_row + 1 + i)), out)
+        lc.llama_memory_seq_rm(self._mem, seq.slot.seq_id, seq.n_past, -1)
+        seq.slot.cached = seq.tokens[: seq.n_past]
 
     def _build_batch(self) -> list[tuple[_Seq, int, int, int | None]]:
         """Fill the batch: decode tokens first, then prompt chunks. Returns (seq, start, end,
@@ -502,9 +548,12 @@ class LlamaCppBackend:
                 break
             start = seq.n_past
             end = min(len(seq.tokens), start + budget)
+            seq.draft = []
             if end > start:
+                if end == len(seq.tokens) and end - start == 1 and self._draft_tokens:
+                    seq.draft = self._propose(seq, budget - 1)
                 spans.append((seq, start, end))
-                budget -= end - start
+                budget -= end - start + len(seq.draft)
         # Rows go in to the batch in KV-stream (slot) order: with per-sequence streams, llama.cpp
         # splits or permutes a batch whose sequences are out of stream order (measured: 8 decode
         # rows in reverse order take 2.2x as long as the same rows in order).
@@ -522,7 +571,15 @@ class LlamaCppBackend:
                 b.seq_id[n][0] = seq.slot.seq_id
                 b.logits[n] = 1 if (want_all or pos == last) else 0
                 n += 1
-            plan.append((seq, start, end, n - 1 if end == len(seq.tokens) else None))
+            sample_idx = n - 1 if end == len(seq.tokens) else None
+            for i, tok in enumerate(seq.draft):  # drafted rows follow the sampled row
+                b.token[n] = tok
+                b.pos[n] = end + i
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = seq.slot.seq_id
+                b.logits[n] = 1
+                n += 1
+            plan.append((seq, start, end, sample_idx))
         b.n_tokens = n
         return plan
 
@@ -652,6 +709,25 @@ class LlamaCppBackend:
         if seq.sampler is not None:
             lc.llama_sampler_free(seq.sampler)
             seq.sampler = None
+
+
+def _lookup(tokens: list[int], k: int, ngram: int = 3) -> list[int]:
+    """Up to ``k`` tokens that followed the latest earlier occurrence of the last ``ngram``
+    (down to 1) tokens of ``tokens``."""
+    n_tok = len(tokens)
+    if n_tok < 2:
+        return []
+    arr = np.fromiter(tokens, dtype=np.int64, count=n_tok)
+    for n in range(min(ngram, n_tok - 1), 0, -1):
+        tail = arr[n_tok - n:]
+        # Candidate starts i (i + n < n_tok: the match ends before the tail's own position).
+        hits = np.flatnonzero(arr[: n_tok - n] == tail[0])
+        for j in range(1, n):
+            hits = hits[arr[hits + j] == tail[j]]
+        if hits.size:
+            i = int(hits[-1]) + n
+            return arr[i : i + k].tolist()
+    return []
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

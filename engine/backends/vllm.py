@@ -42,6 +42,8 @@ from engine.types import (
 from models.store import verify_model
 
 if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
     from configs import Settings
     from engine.backends.base import Sink
     from models import ModelCard
@@ -100,7 +102,7 @@ def structured_outputs(request: BackendRequest) -> Any | None:
         return None
     from vllm.sampling_params import StructuredOutputsParams
 
-    grammar = getattr(request.constraint, "grammar", None)
+    grammar = request.constraint.grammar
     if isinstance(grammar, str) and grammar and not grammar.lstrip().startswith("{"):
         return StructuredOutputsParams(grammar=grammar)
     parts = _llguidance_parts(grammar)
@@ -186,7 +188,7 @@ class VLLMBackend:
         decoder = self.tokenizer.added_tokens_decoder
         return frozenset(i for i, tok in decoder.items() if tok.special)
 
-    def ll_tokenizer(self) -> Any:
+    def grammar_tokenizer(self) -> LLTokenizer:
         """The llguidance tokenizer of this vocabulary (engine.grammar compiles with it, ~1 s)."""
         import llguidance.hf
 

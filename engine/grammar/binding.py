@@ -1,10 +1,10 @@
 """Glue between the Engine facade and the grammar layer, kept here so the engine needs few lines.
 
-``GrammarSupport`` (one per engine) builds the ``GrammarCompiler`` from the backend's vocabulary on
-first use. ``bind`` turns a request whose ``response_format`` is a ``StructuredSpec`` into one whose
-``response_format`` is a ``BoundFormat``: compiled, with the tool description added to the chat,
-able to make one constraint per choice (``new_constraint``) and to finish each choice
-(``observe`` rewrites the last delta's finish reason and attaches the ``Outcome``).
+``GrammarSupport`` (one per engine) builds the ``GrammarCompiler`` from the tokenizer the backend
+gives (``Backend.grammar_tokenizer``) on first use. ``bind`` compiles a request's
+``response_format`` (a ``StructuredSpec``) into a ``BoundFormat``, adding the tool description to
+the chat; the bound format makes one constraint per choice (``new_constraint``) and finishes each
+choice (``observe`` rewrites the last delta's finish reason and attaches the ``Outcome``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
 from engine.grammar.compiler import CompiledGrammar, GrammarCompiler
@@ -21,6 +21,10 @@ from engine.grammar.report import finalize
 from engine.grammar.spec import StructuredSpec
 from engine.grammar.tools import tools_prompt
 from engine.types import ChoiceDelta, FinishReason, GenerateRequest, GenerationEvent
+from models.chat_templates import ChatMessage
+
+if TYPE_CHECKING:
+    from engine.backends.base import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -68,42 +72,34 @@ class GrammarSupport:
         self._lock = asyncio.Lock()
         self._options = compiler_options
 
-    async def compiler(self, backend: Any) -> GrammarCompiler:
+    async def compiler(self, backend: Backend) -> GrammarCompiler:
         async with self._lock:
             if self._compiler is None:
-                vocab = getattr(backend, "vocab", None)
-                # Backends without a llama.cpp vocab (vLLM) build the llguidance tokenizer.
-                ll_tokenizer = getattr(backend, "ll_tokenizer", None)
-                if vocab is None and ll_tokenizer is None:
+                # Building the tokenizer takes 1-3 s: off the event loop, once per engine.
+                tok = await asyncio.to_thread(backend.grammar_tokenizer)
+                if tok is None:
                     raise InvalidRequestError(
                         f"structured output is not supported on the {backend.name} backend",
                         param="response_format",
                     )
                 eos = frozenset(backend.eos_token_ids)
-                if vocab is not None:
-                    self._compiler = await asyncio.to_thread(
-                        GrammarCompiler.from_vocab, vocab, eos, **self._options
-                    )
-                else:
-                    tok = await asyncio.to_thread(ll_tokenizer)
-                    self._compiler = GrammarCompiler(tok, backend.n_vocab, eos, **self._options)
+                self._compiler = GrammarCompiler(tok, backend.n_vocab, eos, **self._options)
             return self._compiler
 
-    async def bind(self, req: GenerateRequest, backend: Any) -> GenerateRequest:
-        """Compiles the request's spec (400/422 on failure) and returns the request to run."""
+    async def bind(
+        self, req: GenerateRequest, backend: Backend
+    ) -> tuple[GenerateRequest, BoundFormat | None]:
+        """Compiles the request's spec (400/422 on failure): the request to run (the tool
+        description added to its chat) and its bound format (None when unconstrained)."""
         spec = req.response_format
-        if not isinstance(spec, StructuredSpec):
-            return req
+        if spec is None:
+            return req, None
         compiler = await self.compiler(backend)
         compiled = await compiler.compile(spec)
         messages = req.messages
         if spec.kind == "tools" and messages is not None:
-            from models.chat_templates import ChatMessage
-
             messages = [ChatMessage("system", tools_prompt(spec)), *messages]
-        return dataclasses.replace(
-            req, response_format=BoundFormat(compiler, compiled), messages=messages
-        )
+        return dataclasses.replace(req, messages=messages), BoundFormat(compiler, compiled)
 
     def close(self) -> None:
         if self._compiler is not None:

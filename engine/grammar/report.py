@@ -10,7 +10,6 @@ and validates. Otherwise the finish becomes ``length`` (cut off, ``error: "trunc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -19,42 +18,10 @@ from jsonschema.validators import validator_for
 from engine.grammar.compiler import CompiledGrammar
 from engine.grammar.constraint import GrammarConstraint
 from engine.grammar.schema_check import FORMAT_CHECKER, SchemaAnalysis
-from engine.grammar.tools import ToolCall, parse_tool_output
-from engine.types import FinishReason
+from engine.grammar.tools import parse_tool_output
+from engine.types import FinishReason, Outcome, SchemaReport
 
 MAX_ERRORS = 5
-
-
-@dataclass
-class SchemaReport:
-    """What was enforced and how the output fared; ``to_dict`` is the wire form."""
-
-    kind: str
-    enforced_by_grammar: list[str] = field(default_factory=list)
-    validated_after_generation: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    valid: bool | None = None
-    errors: list[str] = field(default_factory=list)
-    error: str | None = None  # None | "truncated" | "validation_failed" | "invalid_json"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "enforced_by_grammar": self.enforced_by_grammar,
-            "validated_after_generation": self.validated_after_generation,
-            "ignored": self.ignored,
-            "valid": self.valid,
-            "errors": self.errors,
-            "error": self.error,
-        }
-
-
-@dataclass
-class Outcome:
-    finish_reason: FinishReason
-    report: SchemaReport
-    content: str | None
-    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 def validation_errors(schema: Any, instance: Any) -> list[str]:

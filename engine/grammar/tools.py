@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.grammar.schema_check import grammar_schema
 from engine.grammar.spec import StructuredSpec
+from engine.types import ToolCall
 
 MARKER = "<tool_call>"
 _HEADER = re.compile(r'^\{"name":"((?:[^"\\]|\\.)*)","arguments":')
@@ -84,20 +85,6 @@ def tools_prompt(spec: StructuredSpec) -> str:
 
 def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI sends it
-
-    def to_openai(self) -> dict:
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
 
 
 def parse_tool_output(text: str) -> tuple[str | None, list[ToolCall]]:

@@ -1,6 +1,7 @@
 """Task pipelines: classification, extraction, workflows, document analysis, usage.
 
-:class:`~engine.tasks.service.TaskService` is built and opened by the composition root
-(:func:`engine.app.open_hearth`) over the engine, the database, the job service and the document
-service.
+One small service per area (``usage.TaskUsage``, ``classifiers.ClassifierService``,
+``extraction.ExtractionService``, ``workflow_service.WorkflowService``,
+``analysis.AnalysisService``), built by the composition root (:func:`engine.app.open_tasks`) over
+the engine, the database, the job service and the document service.
 """

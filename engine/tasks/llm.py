@@ -12,9 +12,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.grammar.spec import StructuredSpec
 
 from engine.types import (
     ChoiceDelta,
@@ -90,7 +93,7 @@ class EngineLLM:
         self._slots = asyncio.Semaphore(max(1, int(engine.settings.llm.max_running)))
 
     @staticmethod
-    def _response_format(schema: dict[str, Any]) -> Any:
+    def _response_format(schema: dict[str, Any]) -> StructuredSpec | None:
         from engine.grammar import build_spec
 
         return build_spec(response_format=json_schema_format(strip_extensions(schema)))

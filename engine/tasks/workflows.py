@@ -22,7 +22,8 @@ A workflow is data (a TOML or JSON file, or a JSON body of the API), validated i
     table = "leads"               # also always recorded in workflow_runs, with an audit row
 
 The response is ``{"id", "intent", "confidence", "low_confidence", "fields"}``. Running needs a
-:class:`WorkflowContext` that can classify and extract; :mod:`engine.tasks.service` provides it.
+:class:`WorkflowContext` that can classify and extract; :mod:`engine.tasks.workflow_service`
+provides it.
 """
 
 from __future__ import annotations

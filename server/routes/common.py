@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import msgspec
@@ -46,7 +46,7 @@ def sse(data: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def sse_stream(chunks: AsyncIterator[bytes]) -> Stream:
+def sse_stream(chunks: AsyncGenerator[bytes, None]) -> Stream:
     return Stream(
         content=_guard_stream(chunks),
         media_type="text/event-stream",
@@ -54,7 +54,7 @@ def sse_stream(chunks: AsyncIterator[bytes]) -> Stream:
     )
 
 
-async def _guard_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _guard_stream(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """An error after the 200 went out is reported in-band, then the stream ends cleanly."""
     try:
         async for chunk in chunks:
@@ -67,9 +67,7 @@ async def _guard_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield sse(error_body("internal error; see the server log", "server_error"))
         yield SSE_DONE
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await chunks.aclose()
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -99,7 +97,7 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
-async def merge(iterators: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+async def merge(iterators: list[AsyncIterator[T]]) -> AsyncGenerator[tuple[int, T], None]:
     """Interleave several async iterators as (which, item); closes them all on exit."""
     if len(iterators) == 1:
         async for item in iterators[0]:

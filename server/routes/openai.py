@@ -20,60 +20,80 @@ from server.mappers import ChatMapper, CompletionMapper, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
 from server.usage import usage_hook
-from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from server.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelEntry,
+    ModelList,
+)
 
 # ---- models -------------------------------------------------------------------------------
 
 
-def model_entries(engine: Engine) -> list[dict[str, Any]]:
+def model_entries(engine: Engine, *, detail: bool = False) -> list[ModelEntry]:
+    """Every installed model card: the loaded ones and those the pool loads on first use."""
+    pool = engine.models
+    cards = {c.id: c for c in pool.installed_cards()}
+    cards.setdefault(engine.card.id, engine.card)
+    cards.setdefault(engine.embedding_card.id, engine.embedding_card)
     entries = []
-    for card in (engine.card, engine.embedding_card):
-        max_len = engine.settings.llm.max_model_len if card is engine.card else card.context_length
+    for card in cards.values():
+        loaded = pool.is_loaded(card.id) or card.id == engine.embedding_card.id
+        if card.id == engine.card.id:
+            max_len = engine.settings.llm.max_model_len
+        else:
+            max_len = min(card.context_length, engine.settings.llm.max_model_len)
+            if not card.supports("chat") and not card.supports("completion"):
+                max_len = card.context_length
         entries.append(
-            {
-                "id": card.id,
-                "object": "model",
-                "created": int(engine.started_at),
-                "owned_by": "hearth",
-                "capabilities": list(card.capabilities),
-                "max_model_len": max_len,
-                "format": card.format,
-            }
+            ModelEntry(
+                id=card.id,
+                created=int(engine.started_at),
+                capabilities=list(card.capabilities),
+                max_model_len=max_len,
+                format=card.format,
+                state="loaded" if loaded else "available",
+                size_bytes=pool.file_bytes(card),
+                context_length=card.context_length if detail else None,
+                template_source=(card.chat_template or "model file") if detail else None,
+                sha256=card.sha256 if detail else None,
+            )
         )
     return entries
 
 
-async def rag_model_entries(request: Request) -> list[dict[str, Any]]:
+async def rag_model_entries(request: Request) -> list[ModelEntry]:
     """``rag/<collection>`` for each of the caller's collections."""
     hearth = services(request)
     cols = await hearth.documents.list_collections(tenant_of(request))
     return [
-        {
-            "id": f"{convert.RAG_PREFIX}{c.name}",
-            "object": "model",
-            "created": int(hearth.engine.started_at),
-            "owned_by": "hearth",
-            "capabilities": ["chat", "rag"],
-            "collection": c.name,
-        }
+        ModelEntry(
+            id=f"{convert.RAG_PREFIX}{c.name}",
+            created=int(hearth.engine.started_at),
+            capabilities=["chat", "rag"],
+            collection=c.name,
+        )
         for c in cols
     ]
 
 
 @get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request) -> ModelList:
     engine = services(request).engine
-    return {"object": "list", "data": model_entries(engine) + await rag_model_entries(request)}
+    return ModelList(model_entries(engine) + await rag_model_entries(request))
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+async def get_model(request: Request, model_id: str) -> ModelEntry:
     wanted = model_id.lstrip("/")
-    entries = model_entries(services(request).engine)
+    entries = model_entries(services(request).engine, detail=True)
     if wanted.startswith(convert.RAG_PREFIX):
         entries = await rag_model_entries(request)
     for entry in entries:
-        if entry["id"] == wanted:
+        if entry.id == wanted:
             return entry
     raise NotFoundError(
         f"The model {wanted!r} does not exist", param="model", code="model_not_found"
@@ -136,7 +156,7 @@ def _embedding_inputs(value: str | list) -> list[str]:
 
 
 @post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request) -> dict[str, Any]:
+async def embeddings(request: Request) -> EmbeddingList:
     engine = services(request).engine
     req = await read_body(request, EmbeddingRequest)
     card = convert.resolve_model(engine, req.model, "embedding")
@@ -166,12 +186,11 @@ async def embeddings(request: Request) -> dict[str, Any]:
     vectors = await engine.embed(texts)
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
-    return {
-        "object": "list",
-        "data": convert.embedding_data(vectors, req.encoding_format),
-        "model": card.id,
-        "usage": {"prompt_tokens": used, "total_tokens": used},
-    }
+    return EmbeddingList(
+        data=convert.embedding_data(vectors, req.encoding_format),
+        model=card.id,
+        usage=EmbeddingUsage(prompt_tokens=used, total_tokens=used),
+    )
 
 
 ROUTES = [list_models, get_model, chat_completions, completions, embeddings]

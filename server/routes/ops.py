@@ -44,7 +44,7 @@ async def ready(request: Request) -> Response:
         return Response({"status": "ready", **health}, status_code=200)
     message = f"not ready: {failure}" if failure else "not ready: the models are loading"
     body = error_body(message, "not_ready_error", None, "not_ready")
-    body["status"] = "loading"
+    body.status = "loading"
     return Response(body, status_code=503, headers={"Retry-After": "2"})
 
 

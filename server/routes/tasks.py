@@ -1,8 +1,9 @@
 """Task routes: classifiers, ``/v1/classify``, ``/v1/extract``, workflows and their results,
 document analysis and ``/v1/usage``.
 
-Handlers are thin: decode the wire struct, call one ``TaskService`` method with the tenant the auth
-middleware resolved, return its answer. Any name or id of another tenant answers 404.
+Handlers are thin: decode the wire struct, call one method of one task service (classifiers,
+extraction, workflows, analysis, task usage) with the tenant the auth middleware resolved, return
+its answer. Any name or id of another tenant answers 404.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from engine import (
     Example,
     InvalidRequestError,
     Rule,
-    TaskService,
     parse_examples_csv,
 )
 from server.auth import tenant_of
@@ -77,11 +77,6 @@ class AnalyzeBody(msgspec.Struct, forbid_unknown_fields=True):
 # ---- plumbing ----------------------------------------------------------------------------------
 
 
-async def tasks_of(request: Request) -> TaskService:
-    """The TaskService (503 while Hearth is starting)."""
-    return services(request).tasks
-
-
 def request_id_of(request: Request) -> str:
     given = request.headers.get("x-request-id")
     return given[:128] if given else "req_" + uuid.uuid4().hex[:20]
@@ -111,7 +106,7 @@ async def create_classifier(request: Request) -> Response[dict[str, Any]]:
         if content_type.startswith("multipart/")
         else _json_spec(await read_body(request, ClassifierCreate))
     )
-    svc = await tasks_of(request)
+    svc = services(request).classifiers
     out = await svc.create_classifier(tenant_of(request), spec)
     if "job" in out:
         return Response(out, status_code=HTTP_202_ACCEPTED)
@@ -160,21 +155,21 @@ async def _multipart_spec(request: Request) -> ClassifierInput:
 
 @get("/v1/classifiers")
 async def list_classifiers(request: Request) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).classifiers
     data = await svc.list_classifiers(tenant_of(request))
     return {"object": "list", "data": data}
 
 
 @get("/v1/classifiers/{name:str}")
 async def get_classifier(request: Request, name: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).classifiers
     out = await svc.get_classifier(tenant_of(request), name)
     return {**out, "object": "classifier"}
 
 
 @delete("/v1/classifiers/{name:str}", status_code=HTTP_200_OK)
 async def delete_classifier(request: Request, name: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).classifiers
     out = await svc.delete_classifier(tenant_of(request), name)
     return {**out, "object": "classifier"}
 
@@ -182,7 +177,7 @@ async def delete_classifier(request: Request, name: str) -> dict[str, Any]:
 @post("/v1/classify", status_code=HTTP_200_OK)
 async def classify(request: Request) -> dict[str, Any]:
     body = await read_body(request, ClassifyBody)
-    svc = await tasks_of(request)
+    svc = services(request).classifiers
     data = await svc.classify(
         tenant_of(request), body.classifier, _as_list(body.input), body.top_k, body.version
     )
@@ -195,10 +190,11 @@ async def classify(request: Request) -> dict[str, Any]:
 @post("/v1/extract", status_code=HTTP_200_OK)
 async def extract(request: Request) -> dict[str, Any]:
     body = await read_body(request, ExtractBody)
-    svc = await tasks_of(request)
-    if body.model is not None and body.model != svc.engine.card.id:
+    hearth = services(request)
+    svc = hearth.extraction
+    if body.model is not None and body.model != hearth.engine.card.id:
         raise InvalidRequestError(
-            f"model {body.model!r} is not loaded; use {svc.engine.card.id!r}", param="model"
+            f"model {body.model!r} is not loaded; use {hearth.engine.card.id!r}", param="model"
         )
     results = await svc.extract(
         tenant_of(request), _as_list(body.input), body.schema, body.instructions
@@ -211,27 +207,27 @@ async def extract(request: Request) -> dict[str, Any]:
 
 @get("/v1/workflows")
 async def list_workflows(request: Request) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     return {"object": "list", "data": await svc.list_workflows(tenant_of(request))}
 
 
 @post("/v1/workflows", status_code=HTTP_201_CREATED)
 async def save_workflow(request: Request) -> dict[str, Any]:
     raw = await read_body(request, dict[str, Any])
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     return await svc.save_workflow(tenant_of(request), raw)
 
 
 @get("/v1/workflows/{name:str}")
 async def get_workflow(request: Request, name: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     spec = await svc.workflow(tenant_of(request), name)
     return spec.to_dict()
 
 
 @delete("/v1/workflows/{name:str}", status_code=HTTP_200_OK)
 async def delete_workflow(request: Request, name: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     return await svc.delete_workflow(tenant_of(request), name)
 
 
@@ -240,7 +236,7 @@ async def run_workflow(request: Request, name: str) -> dict[str, Any]:
     """One input → the workflow's response object; a list of inputs → ``{"data": [...]}``."""
     body = await read_body(request, WorkflowRunBody)
     batch = isinstance(body.input, list)
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     out = await svc.run_workflow(
         tenant_of(request), name, _as_list(body.input), request_id_of(request)
     )
@@ -253,14 +249,14 @@ async def workflow_results(
 ) -> dict[str, Any]:
     if not 1 <= limit <= 1000 or offset < 0:
         raise InvalidRequestError("limit must be in 1..1000 and offset >= 0", param="limit")
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     data = await svc.results(tenant_of(request), name, limit, offset)
     return {"object": "list", "data": data}
 
 
 @get("/v1/results/{run_id:str}")
 async def workflow_result(request: Request, run_id: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).workflows
     return await svc.result(tenant_of(request), run_id)
 
 
@@ -271,14 +267,14 @@ async def workflow_result(request: Request, run_id: str) -> dict[str, Any]:
 async def analyze_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
     """Start an analysis job; follow it at ``/v1/jobs/{id}`` or ``/v1/jobs/{id}/events``."""
     body = await read_body(request, AnalyzeBody, empty=AnalyzeBody())
-    svc = await tasks_of(request)
+    svc = services(request).analysis
     job = await svc.analyze(tenant_of(request), name, doc_id, body.tasks)
     return job_out(job)
 
 
 @get("/v1/collections/{name:str}/documents/{doc_id:str}/analysis")
 async def document_analysis(request: Request, name: str, doc_id: str) -> dict[str, Any]:
-    svc = await tasks_of(request)
+    svc = services(request).analysis
     return await svc.analysis(tenant_of(request), name, doc_id)
 
 
@@ -286,10 +282,10 @@ async def document_analysis(request: Request, name: str, doc_id: str) -> dict[st
 async def usage(request: Request, days: int = 30) -> dict[str, Any]:
     """The caller's usage: per task (``tasks``), per kind (``other``), and per UTC day and model
     over the last ``days`` (1-366) with an estimated cost (``days``, ``total_cost``)."""
-    svc = await tasks_of(request)
+    svc = services(request).task_usage
     tenant = tenant_of(request)
     report = await services(request).usage.report(tenant, days)
-    return {**await svc.usage(tenant), **report}
+    return {**await svc.report(tenant), **report}
 
 
 HANDLERS = [

@@ -174,11 +174,7 @@ def _json_constraint(backend, schema: dict):
     from engine.grammar.spec import StructuredSpec
 
     eos = frozenset(backend.eos_token_ids)
-    vocab = getattr(backend, "vocab", None)
-    if vocab is not None:
-        compiler = GrammarCompiler.from_vocab(vocab, eos)
-    else:
-        compiler = GrammarCompiler(backend.ll_tokenizer(), backend.n_vocab, eos)
+    compiler = GrammarCompiler(backend.grammar_tokenizer(), backend.n_vocab, eos)
     spec = StructuredSpec(kind="json_schema", param="response_format", schema=schema)
     bound = BoundFormat(compiler, compiler.compile_sync(spec))
     bound.budget = 64

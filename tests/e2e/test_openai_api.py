@@ -66,6 +66,24 @@ def test_chat_and_stream(client):
     assert text == r.choices[0].message.content
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/completions", {"prompt": "Hi"}),
+    ],
+)
+def test_streams_are_sent_as_event_streams(hearth, path, body):
+    """A streamed answer is text/event-stream (clients and proxies buffer anything else)."""
+    body = {"model": LLM, "max_tokens": 2, "stream": True, **body}
+    with httpx.stream("POST", f"{hearth.url}{path}", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert "".join(r.iter_text()).rstrip().endswith("data: [DONE]")
+    collected = httpx.post(f"{hearth.url}{path}", json=body | {"stream": False}, timeout=60)
+    assert collected.headers["content-type"].startswith("application/json")
+
+
 def test_chat_template_uses_gemma_turns(hearth):
     body = {"messages": [{"role": "user", "content": "Hi"}], "return_token_strs": True}
     strs = httpx.post(f"{hearth.url}/tokenize", json=body).json()["token_strs"]
@@ -129,7 +147,8 @@ def test_n_choices_and_seed_variation(client):
     assert sorted(c.index for c in r.choices) == [0, 1, 2]
     assert len({c.message.content for c in r.choices}) > 1  # choices sample independently
     again = client.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "Hi"}],
-                                           max_tokens=16, n=3, seed=11, temperature=1.0)
+                                           max_tokens=16, n=3, seed=11, temperature=1.0,
+                                           extra_body={"cache": False})  # the model, again
     assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
 
 
@@ -154,7 +173,9 @@ def test_seed_same_alone_and_in_batch(client):
     with cf.ThreadPoolExecutor(9) as pool:
         futures = [pool.submit(other, i) for i in range(8)]
         time.sleep(0.3)  # let the others start so this one joins a running batch
-        batched = pool.submit(lambda: client.completions.create(**kw).choices[0].text)
+        # Not from the response cache: the model itself, in a batch.
+        batched = pool.submit(lambda: client.completions.create(
+            **kw | {"extra_body": {"ignore_eos": True, "cache": False}}).choices[0].text)
         for f in futures:
             f.result()
         assert batched.result() == alone

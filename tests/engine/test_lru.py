@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from engine.documents import CACHED_CHUNKERS
 from engine.lru import LRU
-from engine.tasks.service import CACHED_CLASSIFIERS, TaskService
+from engine.tasks.classifiers import CACHED_CLASSIFIERS, ClassifierService
 
 
 def test_least_recently_used_goes_first() -> None:
@@ -25,8 +23,7 @@ def test_least_recently_used_goes_first() -> None:
 
 
 def test_the_services_caches_are_bounded() -> None:
-    db = SimpleNamespace(store=None)
-    service = TaskService(None, db, None, None, llm=object())  # type: ignore[arg-type]
+    service = ClassifierService(None, None, None, None, None)  # type: ignore[arg-type]
     for i in range(CACHED_CLASSIFIERS + 10):
         service._classifiers[("tenant", f"c{i}", 1)] = object()  # type: ignore[assignment]
     assert len(service._classifiers) == CACHED_CLASSIFIERS

@@ -68,6 +68,9 @@ class FakeBackend:
     def token_text(self, token_id: int) -> str:
         return {BOS: "<bos>", EOS: "<eos>"}.get(token_id) or bytes([token_id]).decode("latin-1")
 
+    def grammar_tokenizer(self) -> None:
+        return None  # no grammar engine: structured output is a 400 here
+
     def submit(self, request: BackendRequest) -> None:
         with self._lock:
             self.submitted.append(request)

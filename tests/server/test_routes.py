@@ -117,7 +117,9 @@ def test_completions_stream_and_collected(client: TestClient) -> None:
     collected = client.post("/v1/completions", json=body).json()
     assert [c["text"] for c in collected["choices"]] == [REPLY[:5]] * 2
     assert [c["finish_reason"] for c in collected["choices"]] == ["length"] * 2
-    events = sse_events(client.post("/v1/completions", json=body | {"stream": True}).text)
+    streamed = client.post("/v1/completions", json=body | {"stream": True})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(streamed.text)
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
     assert sorted(text) == sorted(REPLY[:5] * 2)

@@ -1,6 +1,6 @@
-"""TaskService over a real Engine (Gemma 3 270M GGUF, MiniLM, DuckDB): classifiers that survive a
-restart, the LLM choice path, extraction, both seed workflows with their persisted rows, a document
-analysis job, usage, and tenant isolation.
+"""The task services over a real Engine (Gemma 3 270M GGUF, MiniLM, DuckDB): classifiers that
+survive a restart, the LLM choice path, extraction, both seed workflows with their persisted rows, a
+document analysis job, usage, and tenant isolation.
 
 Gemma 3 270M is a tiny base model: these tests check the properties that make results dependable
 (normalized scores, schema-valid objects, validated or fallback fields, stored rows), not the
@@ -23,7 +23,7 @@ from configs import load_settings
 from engine import DocumentInput, Hearth, open_hearth
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.tasks.analyze import RESULT_SCHEMAS, strip_meta
-from engine.tasks.service import ClassifierInput, TaskService
+from engine.tasks.classifiers import ClassifierInput, ClassifierService
 from tests.engine.tasks.fixtures_tasks import IN_SCOPE_PROBES, OUT_OF_SCOPE_PROBES, examples
 from tests.support import ensure_models
 
@@ -37,9 +37,9 @@ def settings(data_dir: Path):
     return load_settings("test", env={"HEARTH_MODELS_DIR": str(models)}, data_dir=data_dir)
 
 
-async def open_service(data_dir: Path) -> tuple[Hearth, TaskService]:
+async def open_service(data_dir: Path) -> tuple[Hearth, ClassifierService]:
     hearth = await open_hearth(settings(data_dir))
-    return hearth, hearth.tasks
+    return hearth, hearth.classifiers
 
 
 def test_classifier_predicts_abstains_and_survives_restart(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_classifier_predicts_abstains_and_survives_restart(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """One engine and TaskService for the tests below, on one event loop."""
+    """One Hearth (engine and task services) for the tests below, on one event loop."""
     loop = asyncio.new_event_loop()
     hearth, _ = loop.run_until_complete(open_service(tmp_path_factory.mktemp("tasks")))
     yield Live(loop, hearth)
@@ -125,11 +125,12 @@ def test_tenants_never_see_each_other(live: Live) -> None:
 
 
 async def _llm_choice(h: Hearth) -> None:
-    svc = h.tasks
     labels = {"positive": "happy, pleased", "negative": "angry, disappointed"}
-    row = await svc.create_classifier("default", ClassifierInput("tone", labels=labels))
+    row = await h.classifiers.create_classifier("default", ClassifierInput("tone", labels=labels))
     assert row["method"] == "llm"
-    got = await svc.classify("default", "tone", ["I love it, thank you!", "This is awful."])
+    got = await h.classifiers.classify(
+        "default", "tone", ["I love it, thank you!", "This is awful."]
+    )
     for item in got:
         assert set(item["scores"]) == set(labels)
         assert sum(item["scores"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -137,7 +138,6 @@ async def _llm_choice(h: Hearth) -> None:
 
 
 async def _extraction(h: Hearth) -> None:
-    svc = h.tasks
     schema = {
         "type": "object",
         "properties": {
@@ -149,7 +149,7 @@ async def _extraction(h: Hearth) -> None:
         "additionalProperties": False,
     }
     text = "Contact jo@example.org or +44 20 7946 0958. We can spend $12,000."
-    [got] = await svc.extract("default", [text], schema)
+    [got] = await h.extraction.extract("default", [text], schema)
     assert got.valid
     jsonschema.validate(got.object, schema)
     json.loads(got.raw)  # the model's own output is JSON (constrained decoding)
@@ -162,12 +162,12 @@ async def _extraction(h: Hearth) -> None:
         if f.source == "model":
             assert f.confidence is not None and 0 < f.confidence <= 1
     with pytest.raises(InvalidRequestError):
-        await svc.extract("default", [text], {"type": "object"})
+        await h.extraction.extract("default", [text], {"type": "object"})
 
 
 async def _workflows(h: Hearth) -> None:
-    svc, store = h.tasks, h.db.store
-    leads = await svc.run_workflow(
+    store = h.db.store
+    leads = await h.workflows.run_workflow(
         "default",
         "leads",
         [
@@ -198,19 +198,19 @@ async def _workflows(h: Hearth) -> None:
     )
     assert audit == ("workflow.leads.run", "req-leads-1")
 
-    [ticket] = await svc.run_workflow(
+    [ticket] = await h.workflows.run_workflow(
         "default", "support", ["Where is my order ORD-4821? It still hasn't shipped."], "req-2"
     )
     assert ticket["fields"]["order_id"] == "ORD-4821"
-    assert ticket["intent"] in svc.seeds["support"].classify.labels
+    assert ticket["intent"] in h.workflows.seeds["support"].classify.labels
     stored = store.fetchone("SELECT fields FROM support_tickets WHERE id = ?", [ticket["id"]])
     assert stored is not None and json.loads(stored[0])["order_id"] == "ORD-4821"
-    results = await svc.results("default", "leads")
+    results = await h.workflows.results("default", "leads")
     assert out["id"] in [r["id"] for r in results]
 
 
 async def _analysis(h: Hearth) -> None:
-    svc, docs = h.tasks, h.documents
+    docs = h.documents
     await docs.create_collection("default", "notes")
     text = (
         "Weekly operations review. Maria will renew the support contract by 2027-03-01. "
@@ -219,7 +219,7 @@ async def _analysis(h: Hearth) -> None:
     )
     job = await docs.submit("default", "notes", [DocumentInput(text=text, client_id="week1")])
     await h.jobs.wait("default", job.id)
-    job = await svc.analyze("default", "notes", "week1")
+    job = await h.analysis.analyze("default", "notes", "week1")
     progress = []
     async for state in await h.jobs.events("default", job.id):
         if state is not None:
@@ -230,24 +230,27 @@ async def _analysis(h: Hearth) -> None:
     results = done.result["results"]
     for task, schema in RESULT_SCHEMAS.items():
         jsonschema.validate(strip_meta(results[task]), schema)
-    again = await svc.analyze("default", "notes", "week1")
+    again = await h.analysis.analyze("default", "notes", "week1")
     cached = await h.jobs.wait("default", again.id)
     assert set(cached.result["cached"]) == set(RESULT_SCHEMAS)
-    stored = await svc.analysis("default", "notes", "week1")
+    stored = await h.analysis.analysis("default", "notes", "week1")
     assert set(stored["results"]) == set(RESULT_SCHEMAS)
-    usage = await svc.usage("default")
+    usage = await h.task_usage.report("default")
     assert usage["tasks"]["analyze:summary"]["completion_tokens"] > 0
     assert usage["tasks"]["analyze:summary"]["seconds"] > 0
 
 
 async def _isolation(h: Hearth) -> None:
-    svc = h.tasks
     data = tuple(examples())
-    await svc.create_classifier("default", ClassifierInput("tone", data))
+    await h.classifiers.create_classifier("default", ClassifierInput("tone", data))
     # Gate at 1.0: the regex path only (no model call), which is all isolation needs.
-    regex_only = {**svc.seeds["leads"].to_dict(), "name": "iso", "gate": {"min_confidence": 1.0}}
-    await svc.save_workflow("default", regex_only)
-    [run] = await svc.run_workflow("default", "iso", [{"message": "hi, a@b.io"}], None)
+    regex_only = {
+        **h.workflows.seeds["leads"].to_dict(),
+        "name": "iso",
+        "gate": {"min_confidence": 1.0},
+    }
+    await h.workflows.save_workflow("default", regex_only)
+    [run] = await h.workflows.run_workflow("default", "iso", [{"message": "hi, a@b.io"}], None)
     assert run["low_confidence"] and run["fields"]["email"] == "a@b.io"
     await h.documents.create_collection("default", "iso")
     doc = DocumentInput(text="Quarterly planning notes for the sales team.", client_id="d")
@@ -255,20 +258,20 @@ async def _isolation(h: Hearth) -> None:
     await h.jobs.wait("default", job.id)
     other = "ten_other"
     with pytest.raises(NotFoundError):
-        await svc.classify(other, "tone", ["hi"])
+        await h.classifiers.classify(other, "tone", ["hi"])
     with pytest.raises(NotFoundError):
-        await svc.delete_classifier(other, "tone")
-    assert await svc.list_classifiers(other) == []
-    assert await svc.results(other, "leads") == []
+        await h.classifiers.delete_classifier(other, "tone")
+    assert await h.classifiers.list_classifiers(other) == []
+    assert await h.workflows.results(other, "leads") == []
     with pytest.raises(NotFoundError):
-        await svc.results(other, "iso")
+        await h.workflows.results(other, "iso")
     with pytest.raises(NotFoundError):
-        await svc.result(other, run["id"])
-    assert (await svc.usage(other))["tasks"] == {}
-    assert (await svc.usage("default"))["tasks"]["workflow:iso"]["items"] == 1
+        await h.workflows.result(other, run["id"])
+    assert (await h.task_usage.report(other))["tasks"] == {}
+    assert (await h.task_usage.report("default"))["tasks"]["workflow:iso"]["items"] == 1
     with pytest.raises(NotFoundError):
-        await svc.analyze(other, "iso", "d")
-    await svc.save_workflow(other, {**svc.seeds["leads"].to_dict(), "name": "mine"})
+        await h.analysis.analyze(other, "iso", "d")
+    await h.workflows.save_workflow(other, {**h.workflows.seeds["leads"].to_dict(), "name": "mine"})
     with pytest.raises(NotFoundError):
-        await svc.workflow("default", "mine")
-    assert (await svc.workflow(other, "mine")).name == "mine"
+        await h.workflows.workflow("default", "mine")
+    assert (await h.workflows.workflow(other, "mine")).name == "mine"

@@ -1,0 +1,45 @@
+"""``TaskUsage``: the usage ledger of the task services, and the caller's usage report.
+
+Every task call records its figures twice: in the ``tasks`` usage table (per task) and in the
+server-wide ledger (per day and model, kind ``task:<name>``); its tokens are charged to the
+tenant's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+    from engine.limits import LimitService
+    from engine.storage import Database
+    from engine.tasks.store import TaskRepo
+
+
+class TaskUsage:
+    def __init__(
+        self, engine: Engine, db: Database, repo: TaskRepo, limits: LimitService | None = None
+    ) -> None:
+        self._engine = engine
+        self._db = db
+        self._repo = repo
+        self._limits = limits  # the tenants' token limits: task tokens are charged to them
+
+    async def record(self, tenant: str, task: str, **figures: Any) -> None:
+        """Record one call's figures (prompt_tokens, completion_tokens, items, seconds)."""
+        await asyncio.to_thread(self._repo.record_usage, tenant, task, **figures)
+        # The ledger of every route, by day and model (tasks run on the server's generator).
+        await asyncio.to_thread(
+            self._db.usage.record, tenant, f"task:{task}", model=self._engine.card.id, **figures
+        )
+        if self._limits is not None:  # the tenant's tokens per minute and per day
+            used = figures.get("prompt_tokens", 0) + figures.get("completion_tokens", 0)
+            self._limits.charge(tenant, int(used))
+
+    async def report(self, tenant: str) -> dict[str, Any]:
+        """The tenant's usage: per task (``tasks``) and per kind of every other route
+        (``other``)."""
+        tasks = await asyncio.to_thread(self._repo.usage, tenant)
+        other = await asyncio.to_thread(self._db.usage.totals, tenant)
+        return {"tenant": tenant, "tasks": tasks, "other": other}

@@ -1,0 +1,113 @@
+"""Several models in one real server: the test model and SmolLM2 answer mixed concurrent requests
+(the official openai client); keep_alive 0 unloads SmolLM2 once idle and the next request loads
+it again; a budget that holds only one extra model evicts the idle one to load another. The state
+is read from /v1/models and the served model from the usage report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from configs import load_settings
+from engine.runner import KV_BYTES_PER_CELL
+from models import get_card, install_model
+from tests.support import LLM, MODELS_DIR, HearthProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+SMOL = "smollm2-135m-instruct"
+QWEN = "qwen2.5-coder-0.5b-instruct"
+KV_CELLS = 1024
+
+
+def _estimate(model_id: str) -> int:
+    return (
+        install_model(get_card(model_id), MODELS_DIR).stat().st_size + KV_CELLS * KV_BYTES_PER_CELL
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HearthProcess]:
+    settings = load_settings("test", env={})
+    assert settings.models.keep_alive_s > 60  # the default keeps a model through this test
+    # Room for the server's model and the larger of the two others, never both others.
+    budget = _estimate(LLM) + max(_estimate(SMOL), _estimate(QWEN))
+    env = {
+        "HEARTH_LLM_KV_CELLS": str(KV_CELLS),
+        "HEARTH_MODELS_MAX_RESIDENT_BYTES": str(budget),
+        "HEARTH_MODELS_LOAD_WAIT_S": "5",
+    }
+    proc = HearthProcess(tmp_path_factory.mktemp("pool"), env=env)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: HearthProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def states(server: HearthProcess) -> dict[str, str]:
+    body = httpx.get(server.url + "/v1/models", timeout=30).json()
+    assert body["object"] == "list"
+    return {m["id"]: m["state"] for m in body["data"] if "state" in m}
+
+
+def wait_state(server: HearthProcess, model: str, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while states(server).get(model) != state:
+        assert time.monotonic() < deadline, f"{model} never became {state}: {states(server)}"
+        time.sleep(0.5)
+
+
+def chat(client: openai.OpenAI, model: str, **extra: object) -> str:
+    resp = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Say hi."}],
+        max_tokens=3,
+        temperature=0,
+        extra_body=dict(extra) or None,
+    )
+    assert resp.choices[0].message.content is not None
+    return resp.model
+
+
+def test_mixed_concurrent_requests_to_two_models(server: HearthProcess, client) -> None:
+    listed = states(server)
+    assert listed[LLM] == "loaded" and listed[SMOL] == "available"
+    detail = httpx.get(f"{server.url}/v1/models/{SMOL}", timeout=30).json()
+    assert detail["sha256"] == get_card(SMOL).sha256 and detail["context_length"] > 0
+    wanted = [LLM if i % 2 else SMOL for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(lambda m: chat(client, m), wanted))
+    assert served == wanted
+    assert states(server)[SMOL] == "loaded"
+    usage = httpx.get(server.url + "/v1/usage", timeout=30).json()
+    assert {SMOL, LLM} <= {row["model"] for row in usage["days"]}
+
+
+def test_keep_alive_zero_unloads_and_the_next_request_reloads(server: HearthProcess, client):
+    chat(client, SMOL, keep_alive=0, cache=False)  # a cached answer would not touch the model
+    wait_state(server, SMOL, "available")
+    assert states(server)[LLM] == "loaded"  # the server's model is never unloaded
+    assert chat(client, SMOL, cache=False) == SMOL
+    assert states(server)[SMOL] == "loaded"
+    with pytest.raises(openai.BadRequestError):
+        chat(client, SMOL, keep_alive=-1)
+    with pytest.raises(openai.NotFoundError):
+        chat(client, "no-such-model")
+
+
+def test_a_full_budget_evicts_the_idle_model(server: HearthProcess, client) -> None:
+    assert states(server)[SMOL] == "loaded"
+    assert chat(client, QWEN, cache=False) == QWEN
+    listed = states(server)
+    assert listed[QWEN] == "loaded" and listed[SMOL] == "available"
