@@ -212,6 +212,20 @@ def test_other_pages_render(browser_page) -> None:
     page.set_viewport_size({"width": 1280, "height": 800})
 
 
+def test_admin_lists_tenants_creates_a_key_once_and_shows_limits(browser_page) -> None:
+    page, _ = browser_page
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.get_by_label("Admin key").fill(ADMIN_KEY)
+    page.get_by_role("button", name="Unlock").click()
+    page.get_by_role("heading", name="Limits of acme").wait_for()
+    page.get_by_role("button", name="Create key for acme").click()
+    page.locator("pre.once:not([hidden]), #error:not([hidden])").first.wait_for(timeout=60_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    assert page.locator("pre.once").inner_text().startswith("New key (shown once): hth_")
+    assert "requests_per_min" in page.locator("pre.limits").first.inner_text()
+    shot(page, "admin-unlocked")
+
+
 def test_only_hearth_was_contacted_and_no_script_error(server: HearthProcess, browser_page) -> None:
     page, watch = browser_page
     assert watch.urls, "the page made no request at all"

@@ -557,18 +557,29 @@ async function adminView(main) {
   async function load() {
     const tenants = (await api("/v1/admin/tenants", { admin: true })).data;
     const tname = el("input", { placeholder: "acme" });
-    const once = el("pre", { hidden: true });
+    const once = el("pre", { class: "once", hidden: true });
     body.replaceChildren(el("h2", { text: "Tenants" }), table(tenants, Object.keys(tenants[0] || { id: 1 })),
       el("form", { onsubmit: action(async () => { await api("/v1/admin/tenants", { admin: true, body: { name: tname.value.trim() } }); await load(); }) },
         ...field("New tenant", tname), el("button", { type: "submit", text: "Create tenant" })));
     for (const t of tenants) {
       const id = t.name || t.id;
       const keys = (await api(`/v1/admin/tenants/${encodeURIComponent(id)}/keys`, { admin: true })).data;
+      const limits = await api(`/v1/admin/limits/${encodeURIComponent(id)}`, { admin: true });
+      const overrides = el("textarea", { rows: 3, text: pretty(limits.overrides || {}) });
+      body.append(el("h2", { text: "Limits of " + id }),
+        el("pre", { class: "limits", text: "effective: " + pretty(limits.effective) }),
+        el("form", { onsubmit: action(async () => {
+          await api(`/v1/admin/limits/${encodeURIComponent(id)}`, { admin: true, method: "PUT", body: { limits: JSON.parse(overrides.value) } });
+          await load();
+        }) }, ...field(`Limit overrides of ${id} (JSON; null removes, 0 is unlimited)`, overrides),
+          el("button", { type: "submit", text: "Save limits of " + id })));
       body.append(el("h2", { text: "Keys of " + id }), table(keys, Object.keys(keys[0] || { id: 1 })),
         el("button", { type: "button", onclick: action(async () => {
           const k = await api(`/v1/admin/tenants/${encodeURIComponent(id)}/keys`, { admin: true, body: {} });
-          once.textContent = "New key (shown once): " + (k.key || k.secret || pretty(k));
-          once.hidden = false;
+          await load();
+          const shown = body.querySelector("pre.once");
+          shown.textContent = "New key (shown once): " + k.key;
+          shown.hidden = false;
         }), text: "Create key for " + id }),
         keys.filter((k) => !k.revoked && !k.revoked_at).map((k) => el("button", { type: "button", class: "secondary",
           onclick: action(async () => { await api(`/v1/admin/keys/${encodeURIComponent(k.id)}/revoke`, { admin: true, body: {} }); await load(); }),
