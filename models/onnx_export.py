@@ -112,7 +112,9 @@ def export_onnx(card: ModelCard, folder: Path, models_dir: Path) -> Path:
     try:
         work = staging / card.id
         work.mkdir()
-        _export_fp32(folder, work / ONNX_FILES["onnx-fp32"])
+        _export_fp32(folder, work / "exported.onnx")
+        _optimize(folder, work / "exported.onnx", work / ONNX_FILES["onnx-fp32"])
+        (work / "exported.onnx").unlink()
         _quantize(work / ONNX_FILES["onnx-fp32"], work / ONNX_FILES["onnx-int8"])
         (work / SOURCE).write_text(card.sha256 + "\n")
         write_manifest(work)
@@ -130,7 +132,10 @@ def _export_fp32(folder: Path, target: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    # eager attention exports as plain MatMul/Softmax, which the optimizer fuses into Attention
+    model = AutoModel.from_pretrained(
+        str(folder), local_files_only=True, attn_implementation="eager"
+    ).eval()
     sample = tokenizer(["a sample sentence", "another one"], padding=True, return_tensors="pt")
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in sample:
@@ -159,6 +164,25 @@ def _export_fp32(folder: Path, target: Path) -> None:
         )
 
 
+def _optimize(folder: Path, source: Path, target: Path) -> None:
+    """BERT graphs: ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization,
+    BiasGelu, EmbedLayerNormalization); measured faster and, once quantized, closer to fp32.
+    Other architectures are kept as exported."""
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "bert":
+        shutil.copyfile(source, target)
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(config["num_attention_heads"]),
+        hidden_size=int(config["hidden_size"]),
+    )
+    optimized.save_model_to_file(str(target))
+
+
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -174,6 +198,7 @@ def _quantize(source: Path, target: Path) -> None:
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": 1},  # FLOAT: fused ops have no inferred type
         )
     finally:
         root.setLevel(level)
