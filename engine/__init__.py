@@ -9,6 +9,7 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
+from engine.agents import AgentRun, AgentService, AgentSpec
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
 from engine.engine import Engine
@@ -65,6 +66,9 @@ from engine.types import (
 )
 
 __all__ = [
+    "AgentRun",
+    "AgentService",
+    "AgentSpec",
     "ApiKey",
     "AuthenticationError",
     "BackendError",

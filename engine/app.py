@@ -15,7 +15,8 @@
    :class:`~engine.tasks.classifiers.ClassifierService`,
    :class:`~engine.tasks.extraction.ExtractionService`,
    :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
-   :class:`~engine.tasks.analysis.AnalysisService`.
+   :class:`~engine.tasks.analysis.AnalysisService`;
+7. :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -36,6 +37,7 @@ from engine.engine import Engine
 
 if TYPE_CHECKING:
     from configs import Settings
+    from engine.agents import AgentService
     from engine.backends.base import Backend
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
@@ -96,6 +98,7 @@ class Hearth:
     extraction: ExtractionService
     workflows: WorkflowService
     analysis: AnalysisService
+    agents: AgentService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -172,15 +175,28 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
 
     await asyncio.to_thread(corpus.db.store.migrate)
     repo = TaskRepo(corpus.db.store)
-    llm = EngineLLM(engine)
-    usage = TaskUsage(engine, corpus.db, repo, corpus.limits)
-    classifiers = ClassifierService(engine, repo, corpus.jobs, llm, usage)
+    routes = engine.settings.tasks
+    default = engine.settings.llm.model
+    # Each task on its configured model ([tasks] *_model; "" = the server's).
+    models = {
+        "extract": routes.extract_model or default,
+        "workflow": routes.extract_model or default,
+        "analyze": routes.analyze_model or default,
+        "classify": routes.classify_model or default,
+    }
+    usage = TaskUsage(engine, corpus.db, repo, corpus.limits, models)
+    classifiers = ClassifierService(
+        engine, repo, corpus.jobs, EngineLLM(engine, models["classify"]), usage
+    )
+    extract_llm = EngineLLM(engine, models["extract"])
     return _Tasks(
         usage=usage,
         classifiers=classifiers,
-        extraction=ExtractionService(llm, usage),
-        workflows=WorkflowService(engine, repo, classifiers, llm, usage),
-        analysis=AnalysisService(repo, corpus.jobs, corpus.documents, llm, usage),
+        extraction=ExtractionService(extract_llm, usage),
+        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage),
+        analysis=AnalysisService(
+            repo, corpus.jobs, corpus.documents, EngineLLM(engine, models["analyze"]), usage
+        ),
     )
 
 
@@ -195,7 +211,9 @@ async def open_hearth(
     ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
     from the models directory, checked by sha256.
     """
+    from engine.agents import AgentService, builtin_tools  # registers its tables' migration
     from engine.rag import RagService
+    from engine.tasks.llm import EngineLLM
 
     stack = contextlib.AsyncExitStack()
     try:
@@ -206,6 +224,9 @@ async def open_hearth(
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
         tasks = await open_tasks(engine, corpus)
+        agents = AgentService(
+            corpus.db.store, EngineLLM(engine), builtin_tools(corpus.retrieval), corpus.jobs
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -227,5 +248,6 @@ async def open_hearth(
         extraction=tasks.extraction,
         workflows=tasks.workflows,
         analysis=tasks.analysis,
+        agents=agents,
         _exit=stack,
     )

@@ -29,6 +29,7 @@ from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, metrics_route
 from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
+from server.routes import agents as agent_routes
 from server.routes import benchmarks as benchmark_routes
 from server.routes import documents as document_routes
 from server.routes import jobs as job_routes
@@ -74,6 +75,7 @@ def create_app(
             *openai_routes.ROUTES,
             metrics_route,
             *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
+            *agent_routes.HANDLERS,  # agents and their runs
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage

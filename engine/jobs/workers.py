@@ -59,6 +59,7 @@ class Workers:
         self._handlers: dict[str, Handler] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._closing = False
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -77,20 +78,25 @@ class Workers:
 
     async def close(self) -> None:
         """Stop the loops; a job cut short stays ``running`` and is re-queued at next start."""
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._closing = False
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closing:
             job = await asyncio.to_thread(self.queue.lease, list(self._handlers))
             if job is None:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # arrives as its timeout fires, and close() would wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S * 5)
+                    async with asyncio.timeout(POLL_S * 5):
+                        await self._wake.wait()
                 continue
             try:
                 await self.run_one(job)

@@ -1,0 +1,354 @@
+"""``AgentService``: agents as data, runs as a bounded loop of grammar-constrained tool calls.
+
+Each step the model answers one JSON object under a grammar built from the agent's tools:
+``{"tool": "<name>", "arguments": {...}}`` or ``{"tool": "final", "answer": "..."}``. The tool's
+arguments are validated again and it runs; its ``{success, data, message}`` is appended to the
+transcript for the next step. Every step is stored in DuckDB as it happens, so a run continues
+from its last stored step after a crash. Background runs are durable jobs of kind
+``agent_run`` (at-least-once: a step stored before the crash is not run again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.agents.tools import Tool, ToolResult
+from engine.errors import InvalidRequestError, NotFoundError
+from engine.jobs import JobContext
+from engine.storage import Store, register_migration
+
+register_migration(
+    "agents",
+    1,
+    "agents, agent runs and their steps",
+    """
+    CREATE TABLE agents (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spec JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (tenant_id, name)
+    );
+    CREATE TABLE agent_runs (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT NOT NULL,
+        output TEXT,
+        error TEXT,
+        job_id TEXT,
+        tokens INTEGER NOT NULL DEFAULT 0,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE agent_steps (
+        run_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        step JSON NOT NULL,
+        PRIMARY KEY (run_id, idx)
+    )
+    """,
+)
+
+NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_INPUT_CHARS = 8000
+MAX_ANSWER_CHARS = 600
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent: instructions, tool names, and its bounds (steps, total tokens, seconds)."""
+
+    name: str
+    instructions: str
+    tools: tuple[str, ...]
+    max_steps: int = 5
+    max_tokens: int = 2000
+    time_limit_s: float = 120.0
+    step_tokens: int = 96
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instructions": self.instructions,
+            "tools": list(self.tools),
+            "max_steps": self.max_steps,
+            "max_tokens": self.max_tokens,
+            "time_limit_s": self.time_limit_s,
+            "step_tokens": self.step_tokens,
+        }
+
+
+@dataclass
+class AgentRun:
+    id: str
+    agent: str
+    status: str  # queued | running | succeeded | failed | stopped
+    input: str
+    output: str | None
+    error: str | None
+    job_id: str | None
+    tokens: int
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "stopped")
+
+
+class AgentService:
+    """``llm``: a :class:`engine.tasks.llm.TaskLLM` (grammar-constrained completion);
+    ``tools``: every tool an agent may name; ``jobs``: the durable queue for background runs."""
+
+    def __init__(self, store: Store, llm: Any, tools: dict[str, Tool], jobs: Any) -> None:
+        self.store = store
+        self.llm = llm
+        self.tools = dict(tools)
+        self.jobs = jobs
+        jobs.register("agent_run", self._run_job)
+
+    def add_tool(self, tool: Tool) -> None:
+        """Make a user-defined tool available to agents (the examples add theirs here)."""
+        self.tools[tool.name] = tool
+
+    # ---- agents -------------------------------------------------------------------------
+
+    async def create(self, tenant: str, spec: AgentSpec) -> AgentSpec:
+        self._check(spec)
+        await asyncio.to_thread(
+            self.store.execute,
+            "INSERT OR REPLACE INTO agents (tenant_id, name, spec) VALUES (?, ?, ?)",
+            [tenant, spec.name, json.dumps(spec.as_dict())],
+        )
+        return spec
+
+    async def get(self, tenant: str, name: str) -> AgentSpec:
+        row = await asyncio.to_thread(
+            self.store.fetchone,
+            "SELECT spec FROM agents WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+        if row is None:
+            raise NotFoundError(f"agent {name!r} not found", param="name")
+        raw = json.loads(row[0])
+        return AgentSpec(**{**raw, "tools": tuple(raw["tools"])})
+
+    async def delete(self, tenant: str, name: str) -> None:
+        await self.get(tenant, name)
+        await asyncio.to_thread(
+            self.store.execute,
+            "DELETE FROM agents WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+
+    def _check(self, spec: AgentSpec) -> None:
+        if not NAME.match(spec.name):
+            raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
+        if not 0 < len(spec.instructions) <= 4000:
+            raise InvalidRequestError("instructions: 1-4000 characters", param="instructions")
+        unknown = [t for t in spec.tools if t not in self.tools]
+        if unknown or len(spec.tools) > 16:
+            raise InvalidRequestError(
+                f"unknown tools {unknown}; available: {sorted(self.tools)} (at most 16)",
+                param="tools",
+            )
+        bounds = (
+            ("max_steps", spec.max_steps, 1, 20),
+            ("max_tokens", spec.max_tokens, 16, 32000),
+            ("time_limit_s", spec.time_limit_s, 1, 3600),
+            ("step_tokens", spec.step_tokens, 16, 1024),
+        )
+        for name, value, low, high in bounds:
+            if not low <= value <= high:
+                raise InvalidRequestError(f"{name} must be {low}-{high}", param=name)
+
+    # ---- runs ---------------------------------------------------------------------------
+
+    async def start(
+        self,
+        tenant: str,
+        name: str,
+        text: str,
+        *,
+        background: bool = False,
+        idempotency_key: str | None = None,
+    ) -> AgentRun:
+        """Run the agent on ``text``: inline (the finished run) or as a durable job (queued)."""
+        spec = await self.get(tenant, name)
+        if not 0 < len(text) <= MAX_INPUT_CHARS:
+            raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        run_id = "run_" + secrets.token_hex(10)
+        await asyncio.to_thread(
+            self.store.execute,
+            "INSERT INTO agent_runs (id, tenant_id, agent, status, input) VALUES (?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text],
+        )
+        if background:
+            job = await self.jobs.enqueue(
+                tenant, "agent_run", {"run_id": run_id}, idempotency_key=idempotency_key
+            )
+            first = str((job.payload or {}).get("run_id", run_id))
+            if first != run_id:  # a replayed idempotency key: the first run is the answer
+                await asyncio.to_thread(
+                    self.store.execute, "DELETE FROM agent_runs WHERE id = ?", [run_id]
+                )
+                return await self.run(tenant, first)
+            await asyncio.to_thread(
+                self.store.execute,
+                "UPDATE agent_runs SET job_id = ? WHERE id = ?",
+                [job.id, run_id],
+            )
+            return await self.run(tenant, run_id)
+        await self._loop(tenant, spec, run_id)
+        return await self.run(tenant, run_id)
+
+    async def run(self, tenant: str, run_id: str) -> AgentRun:
+        def load() -> AgentRun:
+            row = self.store.fetchone(
+                "SELECT id, agent, status, input, output, error, job_id, tokens FROM agent_runs "
+                "WHERE id = ? AND tenant_id = ?",
+                [run_id, tenant],
+            )
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} not found", param="run_id")
+            steps = self.store.fetchall(
+                "SELECT step FROM agent_steps WHERE run_id = ? ORDER BY idx", [run_id]
+            )
+            return AgentRun(*row, steps=[json.loads(s[0]) for s in steps])
+
+        return await asyncio.to_thread(load)
+
+    async def _run_job(self, ctx: JobContext) -> dict[str, Any]:
+        run_id = str(ctx.payload["run_id"])
+        run = await self.run(ctx.job.tenant_id, run_id)
+        if not run.finished:
+            spec = await self.get(ctx.job.tenant_id, run.agent)
+            await self._loop(ctx.job.tenant_id, spec, run_id, ctx)
+            run = await self.run(ctx.job.tenant_id, run_id)
+        return {"run_id": run_id, "status": run.status}
+
+    async def _loop(
+        self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
+    ) -> None:
+        """Continue the run from its last stored step until a final answer or a bound."""
+        run = await self.run(tenant, run_id)
+        await self._set(run_id, status="running")
+        tools = {n: self.tools[n] for n in spec.tools if n in self.tools}
+        schema = action_schema(tools)
+        tokens, started = run.tokens, time.monotonic()
+        steps = list(run.steps)
+        while True:
+            if len(steps) >= spec.max_steps:
+                return await self._set(run_id, status="stopped", error="max_steps reached")
+            if tokens >= spec.max_tokens:
+                return await self._set(run_id, status="stopped", error="max_tokens reached")
+            if time.monotonic() - started > spec.time_limit_s:
+                return await self._set(run_id, status="stopped", error="time limit reached")
+            if ctx is not None:
+                await ctx.progress(100 * len(steps) // spec.max_steps, f"step {len(steps) + 1}")
+            prompt = render_prompt(spec, tools, run.input, steps)
+            t0 = time.perf_counter()
+            out = await self.llm.complete(prompt, schema=schema, max_tokens=spec.step_tokens)
+            used = out.prompt_tokens + out.completion_tokens
+            tokens += used
+            step: dict[str, Any] = {"index": len(steps), "model_output": out.text, "tokens": used}
+            try:
+                action = json.loads(out.text)
+            except ValueError:
+                action = None
+            if not isinstance(action, dict):
+                step |= {"type": "error", "message": "the model's output was not a JSON action"}
+            elif action.get("tool") == FINAL:
+                step |= {"type": "final", "answer": str(action.get("answer", ""))}
+            else:
+                name = str(action.get("tool"))
+                args = action.get("arguments") or {}
+                tool = tools.get(name)
+                result = (
+                    await tool.call(tenant, args)
+                    if tool is not None
+                    else ToolResult(False, None, f"unknown tool {name!r}")
+                )
+                step |= {
+                    "type": "tool",
+                    "tool": name,
+                    "arguments": args,
+                    "result": result.as_dict(),
+                }
+            step["seconds"] = round(time.perf_counter() - t0, 3)
+            await self._store_step(run_id, step, tokens)
+            steps.append(step)
+            if step["type"] == "final":
+                return await self._set(run_id, status="succeeded", output=step["answer"])
+
+    async def _store_step(self, run_id: str, step: dict[str, Any], tokens: int) -> None:
+        def write() -> None:
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO agent_steps (run_id, idx, step) VALUES (?, ?, ?)",
+                    [run_id, step["index"], json.dumps(step)],
+                )
+                conn.execute("UPDATE agent_runs SET tokens = ? WHERE id = ?", [tokens, run_id])
+
+        await asyncio.to_thread(write)
+
+    async def _set(self, run_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        await asyncio.to_thread(
+            self.store.execute,
+            f"UPDATE agent_runs SET {cols} WHERE id = ?",
+            [*fields.values(), run_id],
+        )
+
+
+def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
+    """One JSON object: a call of one of ``tools`` with its typed arguments, or the answer."""
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"enum": [name]}, "arguments": tool.parameters},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for name, tool in tools.items()
+    ]
+    options.append(
+        {
+            "type": "object",
+            "properties": {
+                "tool": {"enum": [FINAL]},
+                "answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS},
+            },
+            "required": ["tool", "answer"],
+            "additionalProperties": False,
+        }
+    )
+    return {"anyOf": options}
+
+
+def render_prompt(
+    spec: AgentSpec, tools: dict[str, Tool], text: str, steps: list[dict[str, Any]]
+) -> str:
+    lines = [spec.instructions, "", "Tools (answer with one JSON action per turn):"]
+    for tool in tools.values():
+        args = json.dumps(tool.parameters.get("properties", {}))
+        lines.append(f'- {{"tool": "{tool.name}", "arguments": {args}}}: {tool.description}')
+    lines.append(f'- {{"tool": "{FINAL}", "answer": "..."}}: reply to the user and stop.')
+    lines += ["", f"User: {text}"]
+    for step in steps:
+        if step["type"] == "tool":
+            lines.append(
+                f"Action: {json.dumps({'tool': step['tool'], 'arguments': step['arguments']})}"
+            )
+            lines.append(f"Result: {json.dumps(step['result'])[:1500]}")
+        elif step["type"] == "error":
+            lines.append(f"Error: {step['message']}")
+    lines.append("Action:")
+    return "\n".join(lines)
