@@ -193,6 +193,17 @@ class ModelsSettings:
 
 
 @dataclass(frozen=True)
+class TasksSettings:
+    """Which generation model each task runs on ("" = the server's [llm] model); any installed
+    generation card, loaded on first use by the model pool."""
+
+    extract_model: str = ""
+    analyze_model: str = ""
+    rag_model: str = ""
+    classify_model: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -205,6 +216,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    tasks: TasksSettings = field(default_factory=TasksSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None

@@ -175,15 +175,28 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
 
     await asyncio.to_thread(corpus.db.store.migrate)
     repo = TaskRepo(corpus.db.store)
-    llm = EngineLLM(engine)
-    usage = TaskUsage(engine, corpus.db, repo, corpus.limits)
-    classifiers = ClassifierService(engine, repo, corpus.jobs, llm, usage)
+    routes = engine.settings.tasks
+    default = engine.settings.llm.model
+    # Each task on its configured model ([tasks] *_model; "" = the server's).
+    models = {
+        "extract": routes.extract_model or default,
+        "workflow": routes.extract_model or default,
+        "analyze": routes.analyze_model or default,
+        "classify": routes.classify_model or default,
+    }
+    usage = TaskUsage(engine, corpus.db, repo, corpus.limits, models)
+    classifiers = ClassifierService(
+        engine, repo, corpus.jobs, EngineLLM(engine, models["classify"]), usage
+    )
+    extract_llm = EngineLLM(engine, models["extract"])
     return _Tasks(
         usage=usage,
         classifiers=classifiers,
-        extraction=ExtractionService(llm, usage),
-        workflows=WorkflowService(engine, repo, classifiers, llm, usage),
-        analysis=AnalysisService(repo, corpus.jobs, corpus.documents, llm, usage),
+        extraction=ExtractionService(extract_llm, usage),
+        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage),
+        analysis=AnalysisService(
+            repo, corpus.jobs, corpus.documents, EngineLLM(engine, models["analyze"]), usage
+        ),
     )
 
 

@@ -425,7 +425,9 @@ def chat_call(engine: Engine, req: ChatCompletionRequest) -> ChatCall:
     """Validate a chat request (400/404 naming the field) and build the engine's request. A model
     ``rag/<collection>`` or a ``retrieval`` object makes it a RAG turn on the server's model."""
     rag = req.retrieval is not None or req.model.startswith(RAG_PREFIX)
-    model = engine.card.id if req.model.startswith(RAG_PREFIX) else req.model
+    # rag/<collection> answers on [tasks] rag_model (default the server's model).
+    rag_model = engine.settings.tasks.rag_model or engine.card.id
+    model = rag_model if req.model.startswith(RAG_PREFIX) else req.model
     resolve_generator(engine, model, "chat")
     if req.top_logprobs is not None and not req.logprobs:
         raise _bad("top_logprobs needs logprobs: true", "top_logprobs")

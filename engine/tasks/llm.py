@@ -163,4 +163,7 @@ class EngineLLM:
         return float(sum(e.logprob or 0.0 for e in scored)), len(prefix) + len(tail)
 
     async def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return list(self.engine.tokenize_prompt(text, add_special_tokens=add_bos))
+        if self.model == self.engine.card.id:
+            return list(self.engine.tokenize_prompt(text, add_special_tokens=add_bos))
+        runner = await self.engine.models.acquire(self.model)  # its own vocabulary
+        return runner.tokenize_prompt(text, add_special_tokens=add_bos)

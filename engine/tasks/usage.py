@@ -11,6 +11,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from engine.engine import Engine
     from engine.limits import LimitService
     from engine.storage import Database
@@ -19,9 +21,16 @@ if TYPE_CHECKING:
 
 class TaskUsage:
     def __init__(
-        self, engine: Engine, db: Database, repo: TaskRepo, limits: LimitService | None = None
+        self,
+        engine: Engine,
+        db: Database,
+        repo: TaskRepo,
+        limits: LimitService | None = None,
+        models: Mapping[str, str] | None = None,
     ) -> None:
         self._engine = engine
+        # The model each task runs on ("extract", "analyze", ...; else the server's).
+        self._models = dict(models or {})
         self._db = db
         self._repo = repo
         self._limits = limits  # the tenants' token limits: task tokens are charged to them
@@ -29,9 +38,10 @@ class TaskUsage:
     async def record(self, tenant: str, task: str, **figures: Any) -> None:
         """Record one call's figures (prompt_tokens, completion_tokens, items, seconds)."""
         await asyncio.to_thread(self._repo.record_usage, tenant, task, **figures)
-        # The ledger of every route, by day and model (tasks run on the server's generator).
+        # The ledger of every route, by day and the model that served.
+        model = self._models.get(task.split(":")[0], self._engine.card.id)
         await asyncio.to_thread(
-            self._db.usage.record, tenant, f"task:{task}", model=self._engine.card.id, **figures
+            self._db.usage.record, tenant, f"task:{task}", model=model, **figures
         )
         if self._limits is not None:  # the tenant's tokens per minute and per day
             used = figures.get("prompt_tokens", 0) + figures.get("completion_tokens", 0)

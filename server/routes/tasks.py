@@ -192,9 +192,12 @@ async def extract(request: Request) -> dict[str, Any]:
     body = await read_body(request, ExtractBody)
     hearth = services(request)
     svc = hearth.extraction
-    if body.model is not None and body.model != hearth.engine.card.id:
+    served = hearth.engine.settings.tasks.extract_model or hearth.engine.card.id
+    if body.model is not None and body.model != served:
         raise InvalidRequestError(
-            f"model {body.model!r} is not loaded; use {hearth.engine.card.id!r}", param="model"
+            f"extraction runs on {served!r} ([tasks] extract_model); model {body.model!r} "
+            "cannot be chosen per request",
+            param="model",
         )
     results = await svc.extract(
         tenant_of(request), _as_list(body.input), body.schema, body.instructions

@@ -153,6 +153,20 @@ def test_upload_shows_progress_and_the_document(browser_page, tmp_path: Path) ->
     page.get_by_label("choose files").set_input_files(str(doc))
     page.locator(".pct").get_by_text(re.compile(r"^100%")).wait_for()
     assert page.get_by_label("Upload of memo.txt").get_attribute("value") == "100"
+    # A second file dropped on the drop zone (a real DataTransfer in a drop event).
+    page.locator(".drop").dispatch_event(
+        "drop",
+        {
+            "dataTransfer": page.evaluate_handle(
+                """() => { const dt = new DataTransfer();
+                dt.items.add(new File(["The canteen serves risotto on Fridays."], "dropped.txt",
+                                      {type: "text/plain"}));
+                return dt; }"""
+            )
+        },
+    )
+    page.get_by_label("Upload of dropped.txt").and_(page.locator("[value='100']")).wait_for()
+    page.locator("table.documents tbody tr").filter(has_text="dropped").wait_for()
     row = page.locator("table.documents tbody tr").filter(has_text="memo")
     row.wait_for()
     assert int(row.locator("td").nth(3).inner_text()) >= 1
@@ -200,6 +214,8 @@ def test_other_pages_render(browser_page) -> None:
     ]:
         page.get_by_role("link", name=heading, exact=True).click()
         page.get_by_role("heading", name=heading, exact=True).wait_for()
+        if name == "jobs":  # the two uploads above, finished
+            page.locator("table tbody tr").filter(has_text="succeeded").first.wait_for()
         if name == "usage":  # the chats above were recorded: one bar per day and model
             page.get_by_role("img", name="Tokens per day and model").locator("div").first.wait_for()
         shot(page, name)
