@@ -15,7 +15,8 @@ Times are seconds (Prometheus convention). Names: ``hearth_time_to_first_token_s
 ``hearth_inter_token_latency_seconds``, ``hearth_e2e_request_latency_seconds``,
 ``hearth_prompt_tokens_total``, ``hearth_generation_tokens_total``,
 ``hearth_requests_total{endpoint,status}``, ``hearth_queue_depth``, ``hearth_running_sequences``,
-``hearth_kv_cache_usage_ratio``, ``hearth_kv_cells_used``.
+``hearth_kv_cache_usage_ratio``, ``hearth_kv_cells_used``, ``hearth_draft_tokens``,
+``hearth_draft_accepted_tokens``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ class Metrics:
             "hearth_kv_cache_usage_ratio", "Fraction of KV cells in use.", registry=r
         )
         self.kv_used = Gauge("hearth_kv_cells_used", "KV cells in use.", registry=r)
+        self.drafted = Gauge(
+            "hearth_draft_tokens", "Tokens drafted by prompt lookup since start.", registry=r
+        )
+        self.draft_accepted = Gauge(
+            "hearth_draft_accepted_tokens",
+            "Drafted tokens the model confirmed since start (acceptance = this / drafted).",
+            registry=r,
+        )
 
     def request_timer(self, endpoint: str) -> RequestTimer:
         """Start timing one request now."""
@@ -107,6 +116,8 @@ class Metrics:
         self.kv_used.set(stats.kv_cells_used)
         total = stats.kv_cells_total or 0
         self.kv_usage.set(stats.kv_cells_used / total if total else 0.0)
+        self.drafted.set(getattr(stats, "draft_tokens", 0))
+        self.draft_accepted.set(getattr(stats, "draft_accepted", 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
