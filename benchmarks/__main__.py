@@ -210,7 +210,10 @@ def _card_and_gguf(args: argparse.Namespace, data_dir: Path):
     settings = load_settings(
         args.profile, env=env, overrides=_hearth_overrides(args), data_dir=data_dir
     )
-    card = get_card(settings.llm.model)
+    try:  # the served model named by --model (any installed card), for its GGUF and tokens
+        card = get_card(getattr(args, "model", None) or settings.llm.model)
+    except KeyError:  # not a card (e.g. rag/<collection>): the profile's model
+        card = get_card(settings.llm.model)
     gguf = args.gguf or model_path(card, settings.models_dir)
     return settings, card, gguf
 
