@@ -98,7 +98,7 @@ def test_cli_writes_result_lines_duckdb_rows_and_plots(hearth, tmp_path):
     results, db = tmp_path / "serve.jsonl", tmp_path / "r.duckdb"
     cmd = [
         sys.executable, "-m", "benchmarks", "serve", "--url", hearth.base_url,
-        "--name", "hearth", "--concurrency", "1,2", "--requests", "2", "--rounds", "1",
+        "--name", "hearth", "--profile", "test", "--model", MODEL, "--concurrency", "1,2", "--requests", "2", "--rounds", "1",
         "--input-tokens", "20", "--output-tokens", "6", "--num-prompts", "2",
         "--slo-ttft-ms", "600000", "--results", str(results), "--db", str(db),
         "--plots", str(tmp_path), "--no-progress", "--no-bandwidth",
