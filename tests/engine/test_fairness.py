@@ -61,7 +61,6 @@ def test_the_engine_serves_tenants_in_turn(tmp_path: Path) -> None:
     settings = fake_settings(tmp_path)
     settings = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, max_running=1))
     parts = FakeParts(settings)
-    parts.backend.step_s = 0.01  # a request takes a few steps: the flood is still queued
     started: list[int] = []  # a's requests in the backend when b arrives
 
     async def main() -> None:
@@ -79,12 +78,17 @@ def test_the_engine_serves_tenants_in_turn(tmp_path: Path) -> None:
                 events = [e async for e in hearth.engine.generate(request)]
                 assert isinstance(events[-1], GenerationDone)
 
+            parts.backend.hold = True  # a's first request stays in the batch until b is queued
             flood = [asyncio.create_task(run("a", i)) for i in range(12)]
             fair = hearth.engine.models.default._fair
             while fair.waiting < 11:  # one of a's runs, eleven wait
                 await asyncio.sleep(0.001)
             started.append(len(parts.backend.submitted))
-            await asyncio.gather(run("b", 0), *flood)
+            late = asyncio.create_task(run("b", 0))
+            while fair.waiting < 12:  # b is queued behind a's eleven
+                await asyncio.sleep(0.001)
+            parts.backend.hold = False
+            await asyncio.gather(late, *flood)
         finally:
             await hearth.close()
 

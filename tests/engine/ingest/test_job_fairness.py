@@ -24,7 +24,10 @@ def test_round_robin_serves_tenants_in_turn() -> None:
 
 def test_the_job_worker_serves_tenants_in_turn() -> None:
     ran: list[str] = []
-    db = SimpleNamespace(jobs=SimpleNamespace(update=lambda job, **fields: None))
+    queued = SimpleNamespace(finished=False)
+    db = SimpleNamespace(
+        jobs=SimpleNamespace(update=lambda job, **fields: None, get=lambda tenant, job_id: queued)
+    )
 
     def job(tenant: str, i: int) -> Any:
         return SimpleNamespace(id=f"{tenant}{i}", tenant_id=tenant)
