@@ -790,8 +790,15 @@ function legend(names) {
     svg("svg", { width: 12, height: 12, "aria-hidden": "true" }, svg("rect", { width: 12, height: 12, fill: PALETTE[i % PALETTE.length] })), " " + n)));
 }
 
-// Axes frame of a W×H chart with the y scale 0..max; returns [root svg, y(value)].
-function frame(title, max, width, height, pad) {
+// The smallest 1, 2 or 5 × 10^k at or above v: a round top for an axis.
+function niceMax(v) {
+  const step = Math.pow(10, Math.floor(Math.log10(v)));
+  return [1, 2, 2.5, 5, 10].map((m) => m * step).find((m) => m >= v);
+}
+
+// Axes frame of a W×H chart with the y scale 0..max (rounded up); returns [root svg, y(value)].
+function frame(title, top, width, height, pad) {
+  const max = niceMax(top);
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, class: "chart" }, svg("title", {}, title));
   const y = (v) => height - pad.bottom - (height - pad.top - pad.bottom) * (v / max);
   for (let i = 0; i <= 4; i++) {
@@ -825,7 +832,7 @@ function barChart(title, groups, series) {
 function lineChart(title, series, xLabel) {
   const width = 720, height = 260, pad = { left: 48, right: 12, top: 10, bottom: 40 };
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
-  const max = Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[1]))) * 1.1;
+  const max = Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[1])));
   const [root, y] = frame(title, max, width, height, pad);
   const lo = Math.min(...xs), hi = Math.max(...xs);
   const x = (v) => pad.left + (width - pad.left - pad.right) * (hi === lo ? 0.5 : (v - lo) / (hi - lo));
@@ -850,7 +857,7 @@ function rangeChart(title, rows, unit) {
   const x = (v) => pad.left + (width - pad.left - pad.right) * (v / max);
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, class: "chart" }, svg("title", {}, title));
   rows.forEach((r, i) => {
-    const cy = pad.top + i * rowH + rowH / 2, d = r.d, color = PALETTE[i % PALETTE.length];
+    const cy = pad.top + i * rowH + rowH / 2, d = r.d, color = PALETTE[(r.color ?? i) % PALETTE.length];
     root.append(svg("text", { x: pad.left - 6, y: cy + 4, "text-anchor": "end", "font-size": 11, fill: "#222" }, r.label),
       svg("line", { x1: x(d.min ?? d.median), x2: x(d.max ?? d.p99), y1: cy, y2: cy, stroke: "#666" }),
       svg("rect", { x: x(d.median), y: cy - 6, width: Math.max(1, x(d.p90) - x(d.median)), height: 12, fill: color },
@@ -924,7 +931,9 @@ function servePlots(records) {
     series.get(name(r)).push([r.settings.concurrency, r.figures.output_throughput]);
   }
   const rows = [...latest.values()].sort((a, b) => name(a).localeCompare(name(b)) || a.settings.concurrency - b.settings.concurrency);
-  const dist = (key) => rows.filter((r) => r.figures[key]).map((r) => ({ label: `${name(r)} c${r.settings.concurrency}`, d: r.figures[key] }));
+  const names = [...series.keys()];
+  const dist = (key) => rows.filter((r) => r.figures[key]).map((r) => ({ label: `${name(r)} c${r.settings.concurrency}`,
+    d: r.figures[key], color: names.indexOf(name(r)) }));
   return [
     el("h2", { text: "Throughput vs concurrency" }),
     lineChart("Output tokens/s vs concurrency (serve suite)", [...series].map(([n, points]) => ({ name: n, points })), "concurrent requests"),
