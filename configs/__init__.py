@@ -36,6 +36,9 @@ class ServerSettings:
     retry_after_s: int = 2
     # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
     sse_write_timeout_s: float = 30.0
+    # On SIGTERM: seconds requests in flight may take to finish before they are ended (new ones
+    # are refused with 503 from the signal on).
+    drain_timeout_s: float = 30.0
     # Open mode (no keys): Host names answered ("*": any) and web origins allowed (CORS too).
     allowed_hosts: str = "localhost,127.0.0.1,::1,testclient"
     cors_origins: str = ""
