@@ -37,6 +37,7 @@ from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
+from server.routes import tools as tool_routes
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def create_app(
             metrics_route,
             *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
             *agent_routes.HANDLERS,  # agents and their runs
+            *tool_routes.HANDLERS,  # agent tools, example tables, the audit log
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage

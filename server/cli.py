@@ -137,6 +137,7 @@ def _serve(settings: Settings) -> int:
         card = get_card(model_id, data_dir=settings.data_dir)
         verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
+        airgap.permit(settings.agents.http_allow_hosts)  # the operator's own hosts (agents)
         airgap.install()
     _pin_threads(settings)
     configure_logging(settings.server.log_format, settings.server.log_level)
