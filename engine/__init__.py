@@ -45,6 +45,7 @@ from engine.storage import (
     Job,
     StorageError,
     Tenant,
+    User,
     open_store,
 )
 from engine.tasks.analysis import AnalysisService
@@ -127,6 +128,7 @@ __all__ = [
     "StructuredSpec",
     "TaskUsage",
     "Tenant",
+    "User",
     "TooManyRequestsError",
     "ToolDelta",
     "ToolStreamParser",
