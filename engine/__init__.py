@@ -17,6 +17,7 @@ from engine.agents import (
     WebhookSpec,
     WebhookToolSpec,
 )
+from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
 from engine.conversations import Conversation, ConversationService, Turn
@@ -142,6 +143,8 @@ __all__ = [
     "WebhookToolSpec",
     "WebhookService",
     "WebhookSpec",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "Conversation",
     "ConversationService",
     "Turn",

@@ -11,8 +11,7 @@ import msgspec
 from litestar import Request, delete, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from engine import WebhookSpec
-from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from engine import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSpec
 from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.jobs import job_out
