@@ -14,6 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from engine import Engine, InvalidRequestError, NotFoundError, Usage
+from engine.embeddings import INPUT_TYPES
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, metered, respond
@@ -171,6 +172,11 @@ async def embeddings(request: Request) -> EmbeddingList:
             f"them; omit dimensions or set it to {card.embedding_dim}",
             param="dimensions",
         )
+    if req.input_type is not None and req.input_type not in INPUT_TYPES:
+        raise InvalidRequestError(
+            f"input_type must be one of {list(INPUT_TYPES)} or omitted, got {req.input_type!r}",
+            param="input_type",
+        )
     texts = _embedding_inputs(req.input)
     counts = await engine.count_embedding_tokens(texts)
     limit = engine.embedder.max_seq_length
@@ -183,7 +189,7 @@ async def embeddings(request: Request) -> EmbeddingList:
                     param=f"input[{i}]",
                     code="context_length_exceeded",
                 )
-    vectors = await engine.embed(texts)
+    vectors = await engine.embed(texts, input_type=req.input_type)  # type: ignore[arg-type]
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return EmbeddingList(
