@@ -36,6 +36,9 @@ class ServerSettings:
     retry_after_s: int = 2
     # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
     sse_write_timeout_s: float = 30.0
+    # On SIGTERM: seconds requests in flight may take to finish before they are ended (new ones
+    # are refused with 503 from the signal on).
+    drain_timeout_s: float = 30.0
     # Open mode (no keys): Host names answered ("*": any) and web origins allowed (CORS too).
     allowed_hosts: str = "localhost,127.0.0.1,::1,testclient"
     cors_origins: str = ""
@@ -204,6 +207,24 @@ class TasksSettings:
 
 
 @dataclass(frozen=True)
+class AgentsSettings:
+    # Hosts ("name" or "name:port", comma-separated) that the http_request tool, webhook tools and
+    # result callbacks may call. Empty (the default) = no outbound call at all.
+    http_allow_hosts: str = ""
+    http_timeout_s: float = 10.0
+    http_max_response_bytes: int = 262_144
+    # The sql_query tool: rows returned at most, and the time limit of one query.
+    sql_max_rows: int = 200
+    sql_timeout_s: float = 5.0
+    # Conversations: turns kept verbatim (older ones go into the running summary), and how long an
+    # idle conversation lives.
+    memory_turns: int = 10
+    conversation_ttl_s: float = 604_800.0
+    # Inbound webhooks: how far the signed timestamp may be from the server's clock.
+    webhook_max_skew_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -217,6 +238,7 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
+    agents: AgentsSettings = field(default_factory=AgentsSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None

@@ -9,7 +9,7 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
-from engine.agents import AgentRun, AgentService, AgentSpec
+from engine.agents import AgentRun, AgentService, AgentSpec, WebhookToolSpec
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
 from engine.engine import Engine
@@ -131,6 +131,7 @@ __all__ = [
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
+    "WebhookToolSpec",
     "build_spec",
     "db_path",
     "open_corpus",

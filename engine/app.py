@@ -16,7 +16,9 @@
    :class:`~engine.tasks.extraction.ExtractionService`,
    :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
    :class:`~engine.tasks.analysis.AnalysisService`;
-7. :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
+7. the tenant :class:`~engine.audit.AuditLog`, the tenants' example tables
+   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``) and
+   :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -38,6 +40,8 @@ from engine.engine import Engine
 if TYPE_CHECKING:
     from configs import Settings
     from engine.agents import AgentService
+    from engine.agents.tables import TableStore
+    from engine.audit import AuditLog
     from engine.backends.base import Backend
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
@@ -98,6 +102,8 @@ class Hearth:
     extraction: ExtractionService
     workflows: WorkflowService
     analysis: AnalysisService
+    audit: AuditLog
+    tables: TableStore
     agents: AgentService
     _exit: contextlib.AsyncExitStack
 
@@ -212,6 +218,9 @@ async def open_hearth(
     from the models directory, checked by sha256.
     """
     from engine.agents import AgentService, builtin_tools  # registers its tables' migration
+    from engine.agents.http import HttpPolicy
+    from engine.agents.tables import TableStore
+    from engine.audit import AuditLog
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
 
@@ -224,8 +233,23 @@ async def open_hearth(
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
         tasks = await open_tasks(engine, corpus)
+        conf = settings.agents
+        http = HttpPolicy.parse(
+            conf.http_allow_hosts, conf.http_timeout_s, conf.http_max_response_bytes
+        )
+        audit = AuditLog(corpus.db.store)
+        tables = TableStore(
+            settings.data_dir / "tables", max_rows=conf.sql_max_rows, timeout_s=conf.sql_timeout_s
+        )
+        tools = builtin_tools(
+            corpus.retrieval,
+            tables=tables,
+            classifiers=tasks.classifiers,
+            extraction=tasks.extraction,
+            http=http,
+        )
         agents = AgentService(
-            corpus.db.store, EngineLLM(engine), builtin_tools(corpus.retrieval), corpus.jobs
+            corpus.db.store, EngineLLM(engine), tools, corpus.jobs, http=http, audit=audit
         )
     except BaseException:
         await stack.aclose()
@@ -248,6 +272,8 @@ async def open_hearth(
         extraction=tasks.extraction,
         workflows=tasks.workflows,
         analysis=tasks.analysis,
+        audit=audit,
+        tables=tables,
         agents=agents,
         _exit=stack,
     )

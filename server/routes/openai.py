@@ -8,7 +8,6 @@ which owns the response shape, SSE and the request's metrics.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
@@ -17,12 +16,14 @@ from engine import Engine, InvalidRequestError, NotFoundError, Usage
 from engine.embeddings import INPUT_TYPES
 from server import convert
 from server.auth import tenant_of
-from server.mappers import ChatMapper, CompletionMapper, metered, respond
+from server.mappers import ChatMapper, CompletionMapper, embedding_data, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
 from server.usage import usage_hook
 from server.wire import (
+    ChatCompletion,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     EmbeddingList,
     EmbeddingRequest,
@@ -105,7 +106,7 @@ async def get_model(request: Request, model_id: str) -> ModelEntry:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request) -> Response[dict[str, Any]] | Stream:
+async def chat_completions(request: Request) -> Response[ChatCompletion] | Stream:
     """A chat turn; with ``retrieval`` (or model ``rag/<collection>``) a RAG turn."""
     hearth = services(request)
     req = await read_body(request, ChatCompletionRequest)
@@ -126,7 +127,7 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
 
 
 @post("/v1/completions", status_code=200)
-async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
+async def completions(request: Request) -> Response[Completion] | Stream:
     engine = services(request).engine
     req = await read_body(request, CompletionRequest)
     tenant = tenant_of(request)
@@ -193,7 +194,7 @@ async def embeddings(request: Request) -> EmbeddingList:
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return EmbeddingList(
-        data=convert.embedding_data(vectors, req.encoding_format),
+        data=embedding_data(vectors, req.encoding_format),
         model=card.id,
         usage=EmbeddingUsage(prompt_tokens=used, total_tokens=used),
     )
