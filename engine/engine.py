@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.backends.base import Backend
+from engine.embeddings import INPUT_TYPES
 from engine.errors import InvalidRequestError, NotReadyError, UnprocessableError
 from engine.response_cache import ResponseCache
 from engine.runner import ModelPool, ModelRunner
@@ -188,6 +189,11 @@ class Engine:
         ``input_type``: "query"/"document" applies the model's prompt for it (if it has one)."""
         if not self._ready:
             raise NotReadyError("Hearth is starting: the embedding model is not loaded yet")
+        if input_type is not None and input_type not in INPUT_TYPES:
+            raise InvalidRequestError(
+                f"input_type must be one of {list(INPUT_TYPES)} or omitted, got {input_type!r}",
+                param="input_type",
+            )
         if len(texts) > self.settings.embeddings.max_inputs:
             raise InvalidRequestError(
                 f"at most {self.settings.embeddings.max_inputs} inputs per request, "

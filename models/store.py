@@ -46,6 +46,11 @@ def verify_model(card: ModelCard, models_dir: Path) -> Path:
             f"model {card.id!r}: file {weights} does not exist (moved or deleted?); "
             f"`hearth models remove {card.id}` and add it again"
         )
+    if not weights.exists() and card.source_requirements:
+        raise ModelFileError(
+            f"model {card.id!r}: file {weights} does not exist; run "
+            f"`python -m server install-models --model {card.id}` to install it (optional card)"
+        )
     if not weights.exists():
         raise ModelFileError(
             f"model {card.id!r}: file {weights} does not exist; "

@@ -13,7 +13,6 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from engine import Engine, InvalidRequestError, NotFoundError, Usage
-from engine.embeddings import INPUT_TYPES
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, embedding_data, metered, respond
@@ -172,11 +171,6 @@ async def embeddings(request: Request) -> EmbeddingList:
             f"{card.id} produces {card.embedding_dim}-dimensional embeddings and cannot shorten "
             f"them; omit dimensions or set it to {card.embedding_dim}",
             param="dimensions",
-        )
-    if req.input_type is not None and req.input_type not in INPUT_TYPES:
-        raise InvalidRequestError(
-            f"input_type must be one of {list(INPUT_TYPES)} or omitted, got {req.input_type!r}",
-            param="input_type",
         )
     texts = _embedding_inputs(req.input)
     counts = await engine.count_embedding_tokens(texts)
