@@ -123,6 +123,9 @@ class RetrievalSettings:
     # RAG: token budget of the numbered context blocks and of the replayed conversation.
     context_tokens: int = 1024
     history_tokens: int = 512
+    # Collections whose indexes stay in memory (least recently used leave, saved, and are
+    # loaded again on use).
+    max_open_indexes: int = 64
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts
 from engine.agents import AgentRun, AgentService, AgentSpec, WebhookToolSpec
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
+from engine.conversations import Conversation, ConversationService, Turn
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -132,6 +133,9 @@ __all__ = [
     "UnprocessableError",
     "Usage",
     "WebhookToolSpec",
+    "Conversation",
+    "ConversationService",
+    "Turn",
     "build_spec",
     "db_path",
     "open_corpus",

@@ -17,7 +17,8 @@
    :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
    :class:`~engine.tasks.analysis.AnalysisService`;
 7. the tenant :class:`~engine.audit.AuditLog`, the tenants' example tables
-   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``) and
+   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``),
+   :class:`~engine.conversations.ConversationService` and
    :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
     from engine.backends.base import Backend
+    from engine.conversations import ConversationService
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
     from engine.job_service import JobService
@@ -104,6 +106,7 @@ class Hearth:
     analysis: AnalysisService
     audit: AuditLog
     tables: TableStore
+    conversations: ConversationService
     agents: AgentService
     _exit: contextlib.AsyncExitStack
 
@@ -221,6 +224,7 @@ async def open_hearth(
     from engine.agents.http import HttpPolicy
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
+    from engine.conversations import ConversationService  # registers its tables' migration
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
 
@@ -248,8 +252,17 @@ async def open_hearth(
             extraction=tasks.extraction,
             http=http,
         )
+        conversations = ConversationService(
+            corpus.db.store, memory_turns=conf.memory_turns, ttl_s=conf.conversation_ttl_s
+        )
         agents = AgentService(
-            corpus.db.store, EngineLLM(engine), tools, corpus.jobs, http=http, audit=audit
+            corpus.db.store,
+            EngineLLM(engine),
+            tools,
+            corpus.jobs,
+            http=http,
+            audit=audit,
+            conversations=conversations,
         )
     except BaseException:
         await stack.aclose()
@@ -274,6 +287,7 @@ async def open_hearth(
         analysis=tasks.analysis,
         audit=audit,
         tables=tables,
+        conversations=conversations,
         agents=agents,
         _exit=stack,
     )

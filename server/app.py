@@ -32,6 +32,7 @@ from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import agents as agent_routes
 from server.routes import benchmarks as benchmark_routes
+from server.routes import conversations as conversation_routes
 from server.routes import documents as document_routes
 from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
@@ -80,6 +81,7 @@ def create_app(
             *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
             *agent_routes.HANDLERS,  # agents and their runs
             *tool_routes.HANDLERS,  # agent tools, example tables, the audit log
+            *conversation_routes.HANDLERS,  # memory for chat, RAG chat and agent runs
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage

@@ -103,6 +103,8 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     # Retrieval-augmented chat (documents subsystem).
     retrieval: dict[str, Any] | None = None
     session_id: str | None = None
+    # Memory across requests: a conversation id from POST /v1/conversations.
+    conversation: str | None = None
 
 
 class EmbeddingRequest(Strict):

@@ -47,7 +47,9 @@ class RetrievalService:
             ef_search=r.hnsw_ef_search,
             use_gpu=select_faiss_device(r.device) == "gpu",
         )
-        index = Retriever(db, settings.data_dir / "indexes", params, r.rrf_k, embedder.dim)
+        index = Retriever(
+            db, settings.data_dir / "indexes", params, r.rrf_k, embedder.dim, r.max_open_indexes
+        )
         report = await asyncio.to_thread(index.open)
         rebuilt = [c for c, how in report.items() if how == "rebuilt"]
         if rebuilt:
