@@ -40,6 +40,7 @@ from server.routes import ops
 from server.routes import tasks as task_routes
 from server.routes import tools as tool_routes
 from server.routes import users as user_routes
+from server.routes import webhooks as webhook_routes
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def create_app(
             *agent_routes.HANDLERS,  # agents and their runs
             *tool_routes.HANDLERS,  # agent tools, example tables, the audit log
             *conversation_routes.HANDLERS,  # memory for chat, RAG chat and agent runs
+            *webhook_routes.HANDLERS,  # signed webhooks in, signed callbacks out
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *user_routes.HANDLERS,  # users: login, refresh, the tenant's user management

@@ -86,7 +86,7 @@ class RetrievalService:
         if where is not None and not isinstance(where, dict):
             raise InvalidRequestError("filter must be an object", param="filter")
         cols = await self.resolve_collections(tenant, collections)
-        vectors = await self._embedder.embed(list(queries))
+        vectors = await self._embedder.embed(list(queries), input_type="query")
         hits = await asyncio.to_thread(
             self.index.search, cols, list(queries), vectors, top_k, mode, where
         )

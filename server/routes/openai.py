@@ -8,6 +8,7 @@ which owns the response shape, SSE and the request's metrics.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
@@ -216,7 +217,7 @@ async def embeddings(request: Request) -> EmbeddingList:
                     param=f"input[{i}]",
                     code="context_length_exceeded",
                 )
-    vectors = await engine.embed(texts)
+    vectors = await engine.embed(texts, input_type=req.input_type)  # type: ignore[arg-type]
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return EmbeddingList(
