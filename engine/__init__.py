@@ -9,7 +9,15 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
-from engine.agents import AgentRun, AgentService, AgentSpec, WebhookToolSpec
+from engine.agents import (
+    AgentRun,
+    AgentService,
+    AgentSpec,
+    WebhookService,
+    WebhookSpec,
+    WebhookToolSpec,
+)
+from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
 from engine.conversations import Conversation, ConversationService, Turn
@@ -133,6 +141,10 @@ __all__ = [
     "UnprocessableError",
     "Usage",
     "WebhookToolSpec",
+    "WebhookService",
+    "WebhookSpec",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "Conversation",
     "ConversationService",
     "Turn",

@@ -18,8 +18,9 @@
    :class:`~engine.tasks.analysis.AnalysisService`;
 7. the tenant :class:`~engine.audit.AuditLog`, the tenants' example tables
    (:class:`~engine.agents.tables.TableStore`, for ``sql_query``),
-   :class:`~engine.conversations.ConversationService` and
-   :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
+   :class:`~engine.conversations.ConversationService`, :class:`~engine.agents.AgentService`
+   (registers the ``agent_run`` durable job handler) and :class:`~engine.agents.WebhookService`
+   (the ``webhook`` and ``webhook_delivery`` handlers).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -40,7 +41,7 @@ from engine.engine import Engine
 
 if TYPE_CHECKING:
     from configs import Settings
-    from engine.agents import AgentService
+    from engine.agents import AgentService, WebhookService
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
     from engine.backends.base import Backend
@@ -108,6 +109,7 @@ class Hearth:
     tables: TableStore
     conversations: ConversationService
     agents: AgentService
+    webhooks: WebhookService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -222,7 +224,11 @@ async def open_hearth(
     ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
     from the models directory, checked by sha256.
     """
-    from engine.agents import AgentService, builtin_tools  # registers its tables' migration
+    from engine.agents import (  # registers its tables' migrations
+        AgentService,
+        WebhookService,
+        builtin_tools,
+    )
     from engine.agents.http import HttpPolicy
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
@@ -266,6 +272,14 @@ async def open_hearth(
             audit=audit,
             conversations=conversations,
         )
+        webhooks = WebhookService(
+            corpus.db.store,
+            agents,
+            tasks.workflows,
+            corpus.jobs,
+            http,
+            max_skew_s=conf.webhook_max_skew_s,
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -291,5 +305,6 @@ async def open_hearth(
         tables=tables,
         conversations=conversations,
         agents=agents,
+        webhooks=webhooks,
         _exit=stack,
     )

@@ -39,6 +39,7 @@ from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
 from server.routes import tools as tool_routes
+from server.routes import webhooks as webhook_routes
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def create_app(
             *agent_routes.HANDLERS,  # agents and their runs
             *tool_routes.HANDLERS,  # agent tools, example tables, the audit log
             *conversation_routes.HANDLERS,  # memory for chat, RAG chat and agent runs
+            *webhook_routes.HANDLERS,  # signed webhooks in, signed callbacks out
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage

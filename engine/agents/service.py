@@ -268,7 +268,7 @@ class AgentService:
         if not isinstance(arguments, dict):
             raise InvalidRequestError("arguments: a JSON object", param="arguments")
         result = await tool.call(tenant, arguments)
-        await self._audit(
+        await self.record_audit(
             tenant, "tool.call", name, {"arguments": arguments, "success": result.success}
         )
         return result
@@ -281,7 +281,7 @@ class AgentService:
         )
         return [(WebhookToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
 
-    async def _audit(
+    async def record_audit(
         self, tenant: str, action: str, subject: str | None, detail: dict[str, Any]
     ) -> None:
         if self.audit is not None:
@@ -385,6 +385,25 @@ class AgentService:
         await self._loop(tenant, spec, run_id)
         return await self.run(tenant, run_id)
 
+    async def run_as(
+        self, tenant: str, name: str, text: str, run_id: str, ctx: JobContext | None = None
+    ) -> AgentRun:
+        """Run, or continue, run ``run_id`` of agent ``name`` on ``text``: the idempotent entry
+        for a job that owns a run (run again after a crash, it continues the same run)."""
+        spec = await self.get(tenant, name)
+        if not 0 < len(text) <= MAX_INPUT_CHARS:
+            raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        await asyncio.to_thread(
+            self.store.execute,
+            "INSERT OR IGNORE INTO agent_runs (id, tenant_id, agent, status, input, job_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text, None if ctx is None else ctx.job.id],
+        )
+        run = await self.run(tenant, run_id)
+        if not run.finished:
+            await self._loop(tenant, spec, run_id, ctx)
+        return await self.run(tenant, run_id)
+
     async def run(self, tenant: str, run_id: str) -> AgentRun:
         def load() -> AgentRun:
             row = self.store.fetchone(
@@ -431,7 +450,7 @@ class AgentService:
             "error": run.error,
             "job_id": run.job_id,
         }
-        await self._audit(tenant, "agent.run", run_id, detail)
+        await self.record_audit(tenant, "agent.run", run_id, detail)
 
     async def _steps(
         self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
@@ -486,7 +505,7 @@ class AgentService:
                     "arguments": args,
                     "result": result.as_dict(),
                 }
-                await self._audit(
+                await self.record_audit(
                     tenant,
                     "agent.tool_call",
                     run_id,

@@ -8,6 +8,7 @@ which owns the response shape, SSE and the request's metrics.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
