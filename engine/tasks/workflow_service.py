@@ -83,6 +83,8 @@ class WorkflowService:
     async def save_workflow(self, tenant: str, definition: dict[str, Any]) -> dict[str, Any]:
         spec = parse_workflow(definition)
         check_name(spec.name, "name")
+        if spec.model is not None and self._models is not None:
+            self._models.get(spec.model)  # 404 naming the installed models
         if spec.classify.classifier:
             # 404 if it is not there
             await self._classifiers.load(tenant, spec.classify.classifier, None)
