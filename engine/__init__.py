@@ -53,6 +53,7 @@ from engine.storage import (
     Job,
     StorageError,
     Tenant,
+    User,
     open_store,
 )
 from engine.tasks.analysis import AnalysisService
@@ -135,6 +136,7 @@ __all__ = [
     "StructuredSpec",
     "TaskUsage",
     "Tenant",
+    "User",
     "TooManyRequestsError",
     "ToolDelta",
     "ToolStreamParser",

@@ -154,7 +154,7 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         await jobs.start()
         # Closed before the indexes are saved: no job writes an index meanwhile.
         stack.push_async_callback(jobs.close)
-        tenancy = await TenancyService.open(db)
+        tenancy = await TenancyService.open(db, settings.auth, settings.data_dir)
         usage = UsageService(db, prices, settings.usage.currency)
         stack.push_async_callback(usage.flush)
         documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)

@@ -39,6 +39,7 @@ from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
 from server.routes import tools as tool_routes
+from server.routes import users as user_routes
 from server.routes import webhooks as webhook_routes
 from server.state import ServerState
 
@@ -86,6 +87,7 @@ def create_app(
             *webhook_routes.HANDLERS,  # signed webhooks in, signed callbacks out
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
+            *user_routes.HANDLERS,  # users: login, refresh, the tenant's user management
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
             *benchmark_routes.HANDLERS,  # benchmark results and plots, read-only
             *console.ROUTES,  # the web console's static page at /

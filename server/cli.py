@@ -106,8 +106,11 @@ def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
             from models.onnx_export import export_onnx, onnx_exportable
 
             if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
-                log.info("ONNX export of %s ready at %s", model_id,
-                         export_onnx(card, path, settings.models_dir))
+                log.info(
+                    "ONNX export of %s ready at %s",
+                    model_id,
+                    export_onnx(card, path, settings.models_dir),
+                )
     return 0
 
 
