@@ -27,8 +27,10 @@ from engine.errors import (
     PermissionDeniedError,
     RequestTimeoutError,
     RetryableError,
+    ShuttingDownError,
     TooManyRequestsError,
     UnprocessableError,
+    UnsupportedMediaTypeError,
     is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
@@ -104,6 +106,7 @@ __all__ = [
     "Outcome",
     "OverloadedError",
     "PayloadTooLargeError",
+    "UnsupportedMediaTypeError",
     "PermissionDeniedError",
     "RagDone",
     "RagEvent",
@@ -120,6 +123,7 @@ __all__ = [
     "is_disk_full",
     "current_tenant",
     "RetryableError",
+    "ShuttingDownError",
     "Rule",
     "SamplingParams",
     "StorageError",
