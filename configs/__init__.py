@@ -123,6 +123,9 @@ class RetrievalSettings:
     # RAG: token budget of the numbered context blocks and of the replayed conversation.
     context_tokens: int = 1024
     history_tokens: int = 512
+    # Collections whose indexes stay in memory (least recently used leave, saved, and are
+    # loaded again on use).
+    max_open_indexes: int = 64
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,14 @@ class AgentsSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    # Users' access tokens (JWT, HS256) and refresh tokens: lifetimes in seconds. The signing
+    # secret is $HEARTH_JWT_SECRET, else <data dir>/jwt.secret (made on first start).
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 2_592_000
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -236,6 +247,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     agents: AgentsSettings = field(default_factory=AgentsSettings)

@@ -9,9 +9,18 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
-from engine.agents import AgentRun, AgentService, AgentSpec, WebhookToolSpec
+from engine.agents import (
+    AgentRun,
+    AgentService,
+    AgentSpec,
+    WebhookService,
+    WebhookSpec,
+    WebhookToolSpec,
+)
+from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
 from engine.benchmark_results import BenchmarkResults
+from engine.conversations import Conversation, ConversationService, Turn
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
@@ -46,6 +55,7 @@ from engine.storage import (
     Job,
     StorageError,
     Tenant,
+    User,
     open_store,
 )
 from engine.tasks.analysis import AnalysisService
@@ -130,12 +140,20 @@ __all__ = [
     "StructuredSpec",
     "TaskUsage",
     "Tenant",
+    "User",
     "TooManyRequestsError",
     "ToolDelta",
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
     "WebhookToolSpec",
+    "WebhookService",
+    "WebhookSpec",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Conversation",
+    "ConversationService",
+    "Turn",
     "build_spec",
     "db_path",
     "open_corpus",

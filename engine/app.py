@@ -17,8 +17,10 @@
    :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
    :class:`~engine.tasks.analysis.AnalysisService`;
 7. the tenant :class:`~engine.audit.AuditLog`, the tenants' example tables
-   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``) and
-   :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
+   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``),
+   :class:`~engine.conversations.ConversationService`, :class:`~engine.agents.AgentService`
+   (registers the ``agent_run`` durable job handler) and :class:`~engine.agents.WebhookService`
+   (the ``webhook`` and ``webhook_delivery`` handlers).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -39,10 +41,11 @@ from engine.engine import Engine
 
 if TYPE_CHECKING:
     from configs import Settings
-    from engine.agents import AgentService
+    from engine.agents import AgentService, WebhookService
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
     from engine.backends.base import Backend
+    from engine.conversations import ConversationService
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
     from engine.job_service import JobService
@@ -104,7 +107,9 @@ class Hearth:
     analysis: AnalysisService
     audit: AuditLog
     tables: TableStore
+    conversations: ConversationService
     agents: AgentService
+    webhooks: WebhookService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -149,7 +154,7 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         await jobs.start()
         # Closed before the indexes are saved: no job writes an index meanwhile.
         stack.push_async_callback(jobs.close)
-        tenancy = await TenancyService.open(db)
+        tenancy = await TenancyService.open(db, settings.auth, settings.data_dir)
         usage = UsageService(db, prices, settings.usage.currency)
         stack.push_async_callback(usage.flush)
         documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
@@ -217,10 +222,15 @@ async def open_hearth(
     ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
     from the models directory, checked by sha256.
     """
-    from engine.agents import AgentService, builtin_tools  # registers its tables' migration
+    from engine.agents import (  # registers its tables' migrations
+        AgentService,
+        WebhookService,
+        builtin_tools,
+    )
     from engine.agents.http import HttpPolicy
     from engine.agents.tables import TableStore
     from engine.audit import AuditLog
+    from engine.conversations import ConversationService  # registers its tables' migration
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
 
@@ -248,8 +258,25 @@ async def open_hearth(
             extraction=tasks.extraction,
             http=http,
         )
+        conversations = ConversationService(
+            corpus.db.store, memory_turns=conf.memory_turns, ttl_s=conf.conversation_ttl_s
+        )
         agents = AgentService(
-            corpus.db.store, EngineLLM(engine), tools, corpus.jobs, http=http, audit=audit
+            corpus.db.store,
+            EngineLLM(engine),
+            tools,
+            corpus.jobs,
+            http=http,
+            audit=audit,
+            conversations=conversations,
+        )
+        webhooks = WebhookService(
+            corpus.db.store,
+            agents,
+            tasks.workflows,
+            corpus.jobs,
+            http,
+            max_skew_s=conf.webhook_max_skew_s,
         )
     except BaseException:
         await stack.aclose()
@@ -274,6 +301,8 @@ async def open_hearth(
         analysis=tasks.analysis,
         audit=audit,
         tables=tables,
+        conversations=conversations,
         agents=agents,
+        webhooks=webhooks,
         _exit=stack,
     )

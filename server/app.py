@@ -32,12 +32,15 @@ from server.requestlog import RequestIds
 from server.routes import admin as admin_routes
 from server.routes import agents as agent_routes
 from server.routes import benchmarks as benchmark_routes
+from server.routes import conversations as conversation_routes
 from server.routes import documents as document_routes
 from server.routes import jobs as job_routes
 from server.routes import openai as openai_routes
 from server.routes import ops
 from server.routes import tasks as task_routes
 from server.routes import tools as tool_routes
+from server.routes import users as user_routes
+from server.routes import webhooks as webhook_routes
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,11 @@ def create_app(
             *document_routes.HANDLERS,  # collections, documents, /v1/retrieve, sessions
             *agent_routes.HANDLERS,  # agents and their runs
             *tool_routes.HANDLERS,  # agent tools, example tables, the audit log
+            *conversation_routes.HANDLERS,  # memory for chat, RAG chat and agent runs
+            *webhook_routes.HANDLERS,  # signed webhooks in, signed callbacks out
             *job_routes.HANDLERS,  # every background job: list, get, cancel, retry, SSE events
             *admin_routes.HANDLERS,  # tenants and API keys ($HEARTH_ADMIN_KEY)
+            *user_routes.HANDLERS,  # users: login, refresh, the tenant's user management
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
             *benchmark_routes.HANDLERS,  # benchmark results and plots, read-only
             *console.ROUTES,  # the web console's static page at /

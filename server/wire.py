@@ -103,6 +103,8 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     # Retrieval-augmented chat (documents subsystem).
     retrieval: dict[str, Any] | None = None
     session_id: str | None = None
+    # Memory across requests: a conversation id from POST /v1/conversations.
+    conversation: str | None = None
 
 
 class EmbeddingRequest(Strict):
@@ -113,6 +115,9 @@ class EmbeddingRequest(Strict):
     user: str | None = None
     # Extra: cut inputs longer than the model's window instead of rejecting them.
     truncate: bool = False
+    # Extra: "query" or "document" puts the model's prompt for that side of a search before each
+    # input (models with such prompts, e.g. EmbeddingGemma); omitted: the text as given.
+    input_type: str | None = None
 
 
 class TokenizeRequest(Strict):

@@ -3,6 +3,7 @@ calls, runs stored step by step in DuckDB and resumable as durable jobs. See doc
 
 from engine.agents.service import AgentRun, AgentService, AgentSpec, WebhookToolSpec
 from engine.agents.tools import Tool, ToolResult, builtin_tools
+from engine.agents.webhooks import WebhookService, WebhookSpec
 
 __all__ = [
     "AgentRun",
@@ -12,4 +13,6 @@ __all__ = [
     "ToolResult",
     "builtin_tools",
     "WebhookToolSpec",
+    "WebhookService",
+    "WebhookSpec",
 ]

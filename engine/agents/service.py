@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.agents.http import HttpPolicy
 from engine.agents.tools import Tool, ToolResult, webhook_tool
+from engine.conversations import ConversationService, Turn, memory_text
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.grammar.schema_check import check_schema
 from engine.jobs import JobContext
@@ -73,10 +74,18 @@ register_migration(
     """,
 )
 
+register_migration(
+    "agents",
+    3,
+    "the conversation an agent run belongs to",
+    "ALTER TABLE agent_runs ADD COLUMN conversation TEXT",
+)
+
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_INPUT_CHARS = 8000
 MAX_ANSWER_CHARS = 600
 MAX_TENANT_TOOLS = 64
+MEMORY_CHARS = 2400  # the conversation memory in an agent's prompt (about 600 tokens)
 FINAL = "final"
 
 
@@ -133,6 +142,7 @@ class AgentRun:
     error: str | None
     job_id: str | None
     tokens: int
+    conversation: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -155,6 +165,7 @@ class AgentService:
         *,
         http: HttpPolicy | None = None,
         audit: Any | None = None,
+        conversations: ConversationService | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -162,6 +173,7 @@ class AgentService:
         self.jobs = jobs
         self.http = http or HttpPolicy()
         self.audit = audit
+        self.conversations = conversations
         jobs.register("agent_run", self._run_job)
 
     def add_tool(self, tool: Tool) -> None:
@@ -256,7 +268,7 @@ class AgentService:
         if not isinstance(arguments, dict):
             raise InvalidRequestError("arguments: a JSON object", param="arguments")
         result = await tool.call(tenant, arguments)
-        await self._audit(
+        await self.record_audit(
             tenant, "tool.call", name, {"arguments": arguments, "success": result.success}
         )
         return result
@@ -269,7 +281,7 @@ class AgentService:
         )
         return [(WebhookToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
 
-    async def _audit(
+    async def record_audit(
         self, tenant: str, action: str, subject: str | None, detail: dict[str, Any]
     ) -> None:
         if self.audit is not None:
@@ -336,16 +348,23 @@ class AgentService:
         *,
         background: bool = False,
         idempotency_key: str | None = None,
+        conversation: str | None = None,
     ) -> AgentRun:
-        """Run the agent on ``text``: inline (the finished run) or as a durable job (queued)."""
+        """Run the agent on ``text``: inline (the finished run) or as a durable job (queued).
+        With ``conversation`` the prompt holds its memory and the turn is added to it."""
         spec = await self.get(tenant, name)
         if not 0 < len(text) <= MAX_INPUT_CHARS:
             raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        if conversation is not None:
+            if self.conversations is None:
+                raise InvalidRequestError("conversations are not enabled", param="conversation")
+            await self.conversations.get(tenant, conversation)  # 404 before any work
         run_id = "run_" + secrets.token_hex(10)
         await asyncio.to_thread(
             self.store.execute,
-            "INSERT INTO agent_runs (id, tenant_id, agent, status, input) VALUES (?, ?, ?, ?, ?)",
-            [run_id, tenant, name, "queued", text],
+            "INSERT INTO agent_runs (id, tenant_id, agent, status, input, conversation) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text, conversation],
         )
         if background:
             job = await self.jobs.enqueue(
@@ -366,10 +385,30 @@ class AgentService:
         await self._loop(tenant, spec, run_id)
         return await self.run(tenant, run_id)
 
+    async def run_as(
+        self, tenant: str, name: str, text: str, run_id: str, ctx: JobContext | None = None
+    ) -> AgentRun:
+        """Run, or continue, run ``run_id`` of agent ``name`` on ``text``: the idempotent entry
+        for a job that owns a run (run again after a crash, it continues the same run)."""
+        spec = await self.get(tenant, name)
+        if not 0 < len(text) <= MAX_INPUT_CHARS:
+            raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        await asyncio.to_thread(
+            self.store.execute,
+            "INSERT OR IGNORE INTO agent_runs (id, tenant_id, agent, status, input, job_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text, None if ctx is None else ctx.job.id],
+        )
+        run = await self.run(tenant, run_id)
+        if not run.finished:
+            await self._loop(tenant, spec, run_id, ctx)
+        return await self.run(tenant, run_id)
+
     async def run(self, tenant: str, run_id: str) -> AgentRun:
         def load() -> AgentRun:
             row = self.store.fetchone(
-                "SELECT id, agent, status, input, output, error, job_id, tokens FROM agent_runs "
+                "SELECT id, agent, status, input, output, error, job_id, tokens, conversation "
+                "FROM agent_runs "
                 "WHERE id = ? AND tenant_id = ?",
                 [run_id, tenant],
             )
@@ -397,6 +436,12 @@ class AgentService:
         """Run the steps, then record the run's outcome in the audit log."""
         await self._steps(tenant, spec, run_id, ctx)
         run = await self.run(tenant, run_id)
+        if run.conversation and run.status == "succeeded" and self.conversations is not None:
+            await self.conversations.append(
+                tenant,
+                run.conversation,
+                [Turn("user", run.input), Turn("assistant", run.output or "")],
+            )
         detail = {
             "agent": spec.name,
             "status": run.status,
@@ -405,7 +450,7 @@ class AgentService:
             "error": run.error,
             "job_id": run.job_id,
         }
-        await self._audit(tenant, "agent.run", run_id, detail)
+        await self.record_audit(tenant, "agent.run", run_id, detail)
 
     async def _steps(
         self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
@@ -418,6 +463,10 @@ class AgentService:
         schema = action_schema(tools)
         tokens, started = run.tokens, time.monotonic()
         steps = list(run.steps)
+        memory = ""
+        if run.conversation and self.conversations is not None:
+            conv = await self.conversations.get(tenant, run.conversation)
+            memory = memory_text(conv, MEMORY_CHARS)
         while True:
             if len(steps) >= spec.max_steps:
                 return await self._set(run_id, status="stopped", error="max_steps reached")
@@ -427,7 +476,7 @@ class AgentService:
                 return await self._set(run_id, status="stopped", error="time limit reached")
             if ctx is not None:
                 await ctx.progress(100 * len(steps) // spec.max_steps, f"step {len(steps) + 1}")
-            prompt = render_prompt(spec, tools, run.input, steps)
+            prompt = render_prompt(spec, tools, run.input, steps, memory)
             t0 = time.perf_counter()
             out = await self.llm.complete(prompt, schema=schema, max_tokens=spec.step_tokens)
             used = out.prompt_tokens + out.completion_tokens
@@ -456,7 +505,7 @@ class AgentService:
                     "arguments": args,
                     "result": result.as_dict(),
                 }
-                await self._audit(
+                await self.record_audit(
                     tenant,
                     "agent.tool_call",
                     run_id,
@@ -521,13 +570,19 @@ def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
 
 
 def render_prompt(
-    spec: AgentSpec, tools: dict[str, Tool], text: str, steps: list[dict[str, Any]]
+    spec: AgentSpec,
+    tools: dict[str, Tool],
+    text: str,
+    steps: list[dict[str, Any]],
+    memory: str = "",
 ) -> str:
     lines = [spec.instructions, "", "Tools (answer with one JSON action per turn):"]
     for tool in tools.values():
         args = json.dumps(tool.parameters.get("properties", {}))
         lines.append(f'- {{"tool": "{tool.name}", "arguments": {args}}}: {tool.description}')
     lines.append(f'- {{"tool": "{FINAL}", "answer": "..."}}: reply to the user and stop.')
+    if memory:
+        lines += ["", "Earlier in this conversation:", memory]
     lines += ["", f"User: {text}"]
     for step in steps:
         if step["type"] == "tool":

@@ -4,13 +4,14 @@ once, at creation; only its hash is stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from engine import LIMIT_NAMES, check_overrides
+from engine import LIMIT_NAMES, InvalidRequestError, check_overrides
 from server.routes.common import read_body
 from server.state import services
 
@@ -24,6 +25,9 @@ class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
+    # None: every scope (engine.storage.SCOPES); expires_at: Unix seconds, None: never.
+    scopes: list[str] | None = None
+    expires_at: int | None = None
 
 
 def tenant_out(t: Tenant) -> dict[str, Any]:
@@ -44,7 +48,27 @@ def key_out(k: ApiKey) -> dict[str, Any]:
         "prefix": f"hth_{k.prefix}_",
         "created_at": int(k.created_at.timestamp()),
         "revoked": k.revoked_at is not None,
+        "scopes": list(k.scopes),
+        "expires_at": None if k.expires_at is None else _unix(k.expires_at),
     }
+
+
+def _unix(naive_utc: datetime) -> int:
+    return int(naive_utc.replace(tzinfo=UTC).timestamp())
+
+
+def _expiry(expires_at: int | None) -> datetime | None:
+    """Unix seconds → naive UTC; 400 unless within the next ten years."""
+    if expires_at is None:
+        return None
+    if isinstance(expires_at, bool) or not 0 < expires_at < 2**34:
+        raise InvalidRequestError(
+            "expires_at must be Unix seconds in the future", param="expires_at"
+        )
+    when = datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None)
+    if when > datetime.now(UTC).replace(tzinfo=None) + timedelta(days=3650):
+        raise InvalidRequestError("expires_at must be within ten years", param="expires_at")
+    return when
 
 
 @post("/v1/admin/tenants", status_code=HTTP_201_CREATED)
@@ -64,7 +88,11 @@ async def list_tenants(request: Request) -> dict[str, Any]:
 @post("/v1/admin/tenants/{tenant:str}/keys", status_code=HTTP_201_CREATED)
 async def create_key(request: Request, tenant: str) -> dict[str, Any]:
     body = await read_body(request, KeyCreate, empty=KeyCreate())
-    key, record = await services(request).tenancy.create_key(tenant, body.name)
+    if body.name is not None and len(body.name) > 200:
+        raise InvalidRequestError("name: at most 200 characters", param="name")
+    key, record = await services(request).tenancy.create_key(
+        tenant, body.name, body.scopes, _expiry(body.expires_at)
+    )
     return key_out(record) | {"key": key}
 
 

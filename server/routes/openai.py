@@ -8,11 +8,20 @@ which owns the response shape, SSE and the request's metrics.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError, Usage
+from engine import (
+    Conversation,
+    Engine,
+    GenerateRequest,
+    Hearth,
+    InvalidRequestError,
+    NotFoundError,
+    Usage,
+)
 from server import convert
 from server.auth import tenant_of
 from server.mappers import ChatMapper, CompletionMapper, embedding_data, metered, respond
@@ -113,16 +122,40 @@ async def chat_completions(request: Request) -> Response[ChatCompletion] | Strea
     call = dataclasses.replace(
         call, generate=dataclasses.replace(call.generate, tenant=tenant_of(request))
     )
+    conv = None
+    if req.conversation is not None:
+        conv = await hearth.conversations.get(tenant_of(request), req.conversation)
+        call = dataclasses.replace(call, generate=with_memory(hearth, conv, call.generate))
     if call.retrieval is None:
         events = hearth.engine.generate(call.generate)
     else:
         events = hearth.rag.generate(
             tenant_of(request), call.generate, call.retrieval, call.session_id
         )
+    if conv is not None:
+        asked = [m.content for m in req_messages(call.generate) if m.role == "user"]
+        events = hearth.conversations.remember(
+            tenant_of(request), conv.id, asked[-1] if asked else "", events
+        )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
     hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
     return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
+
+
+def with_memory(hearth: Hearth, conv: Conversation, generate: GenerateRequest) -> GenerateRequest:
+    """The request with the conversation's memory before its messages, cut so the prompt and
+    ``max_tokens`` still fit the context."""
+    engine = hearth.engine
+    messages = req_messages(generate)
+    used = sum(engine.count_tokens(m.content) + 8 for m in messages)
+    budget = engine.max_model_len - (generate.params.max_tokens or 0) - used
+    merged = hearth.conversations.with_memory(conv, messages, budget, engine.count_tokens)
+    return dataclasses.replace(generate, messages=merged)
+
+
+def req_messages(generate: GenerateRequest) -> list[Any]:
+    return list(generate.messages or [])
 
 
 @post("/v1/completions", status_code=200)
@@ -184,7 +217,7 @@ async def embeddings(request: Request) -> EmbeddingList:
                     param=f"input[{i}]",
                     code="context_length_exceeded",
                 )
-    vectors = await engine.embed(texts)
+    vectors = await engine.embed(texts, input_type=req.input_type)  # type: ignore[arg-type]
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return EmbeddingList(

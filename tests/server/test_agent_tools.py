@@ -25,7 +25,7 @@ from tests.server.test_agents_routes import ScriptedLLM
 
 class Endpoint:
     """A local HTTP server: records every request; ``/tool`` answers a tool result, ``/redirect``
-    a 302, ``/big`` more than the response bound, ``/hold`` waits until the test ends."""
+    a 302, ``/fail`` a 500, ``/big`` more than the response bound, ``/hold`` waits until the test ends."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -40,6 +40,11 @@ class Endpoint:
                 )
                 if self.path == "/hold":
                     outer.release.wait(60)
+                if self.path == "/fail":
+                    self.send_response(500)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 if self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", "http://example.com/")

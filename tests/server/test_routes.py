@@ -404,3 +404,17 @@ def test_client_disconnect_aborts_the_generation(
     asyncio.run(scenario())
     assert parts.backend.submitted
     assert [r.request_id for r in parts.backend.submitted] == parts.backend.aborted
+
+
+def test_embeddings_input_type_applies_the_prompt_side_or_is_a_400(client: TestClient) -> None:
+    """``input_type`` reaches the embedder ("query"/"document"); anything else names the field."""
+    model = client.get("/health").json().get("embedding_model") or "all-minilm-l6-v2"
+    body = {"model": model, "input": ["a b"]}
+    for side in ("query", "document"):
+        ok = client.post("/v1/embeddings", json=body | {"input_type": side})
+        assert ok.status_code == 200, ok.text
+        assert len(ok.json()["data"][0]["embedding"]) == 8
+    bad = client.post("/v1/embeddings", json=body | {"input_type": "passage"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "input_type"
+    assert "query" in bad.json()["error"]["message"]
