@@ -179,7 +179,7 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
     from engine.tasks.analysis import AnalysisService
     from engine.tasks.classifiers import ClassifierService
     from engine.tasks.extraction import ExtractionService
-    from engine.tasks.llm import EngineLLM
+    from engine.tasks.llm import EngineLLM, TaskModels
     from engine.tasks.store import TaskRepo
     from engine.tasks.usage import TaskUsage
     from engine.tasks.workflow_service import WorkflowService
@@ -200,11 +200,13 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
         engine, repo, corpus.jobs, EngineLLM(engine, models["classify"]), usage
     )
     extract_llm = EngineLLM(engine, models["extract"])
+    # A request or a workflow may name another installed model; the pool loads it on use.
+    choices = TaskModels(engine, extract_llm)
     return _Tasks(
         usage=usage,
         classifiers=classifiers,
-        extraction=ExtractionService(extract_llm, usage),
-        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage),
+        extraction=ExtractionService(extract_llm, usage, choices),
+        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage, choices),
         analysis=AnalysisService(
             repo, corpus.jobs, corpus.documents, EngineLLM(engine, models["analyze"]), usage
         ),
