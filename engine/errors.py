@@ -55,6 +55,13 @@ class NotFoundError(HearthError):
     type = "not_found_error"
 
 
+class ConflictError(HearthError):
+    """The request conflicts with the current state (e.g. deleting a tenant whose job runs)."""
+
+    status = 409
+    type = "conflict_error"
+
+
 class PayloadTooLargeError(HearthError):
     status = 413
     type = "invalid_request_error"

@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from engine import (
     AuthenticationError,
     BackendError,
+    ConflictError,
     ContextLengthError,
     HearthError,
     InsufficientStorageError,
@@ -143,6 +144,7 @@ ERRORS = [
     (AuthenticationError("x"), 401, "authentication_error", False),
     (PermissionDeniedError("x"), 403, "permission_error", False),
     (NotFoundError("x"), 404, "not_found_error", False),
+    (ConflictError("x"), 409, "conflict_error", False),
     (PayloadTooLargeError("x"), 413, "invalid_request_error", False),
     (UnsupportedMediaTypeError("x"), 415, "invalid_request_error", False),
     (RequestTimeoutError("x"), 408, "timeout_error", False),
