@@ -39,8 +39,10 @@ from engine.errors import (
     PermissionDeniedError,
     RequestTimeoutError,
     RetryableError,
+    ShuttingDownError,
     TooManyRequestsError,
     UnprocessableError,
+    UnsupportedMediaTypeError,
     is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
@@ -120,6 +122,7 @@ __all__ = [
     "Outcome",
     "OverloadedError",
     "PayloadTooLargeError",
+    "UnsupportedMediaTypeError",
     "PermissionDeniedError",
     "RagDone",
     "RagEvent",
@@ -136,6 +139,7 @@ __all__ = [
     "is_disk_full",
     "current_tenant",
     "RetryableError",
+    "ShuttingDownError",
     "Rule",
     "SamplingParams",
     "StorageError",

@@ -67,6 +67,13 @@ class PayloadTooLargeError(HearthError):
     type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(HearthError):
+    """A body in a format the route does not read (JSON, or multipart for uploads)."""
+
+    status = 415
+    type = "invalid_request_error"
+
+
 class RequestTimeoutError(HearthError):
     """A request passed its deadline (its ``timeout``, at most the server's maximum)."""
 
@@ -105,6 +112,13 @@ class OverloadedError(RetryableError):
 class NotReadyError(RetryableError):
     status = 503
     type = "not_ready_error"
+
+
+class ShuttingDownError(RetryableError):
+    """The server drains for shutdown: retry on another instance or after it restarts."""
+
+    status = 503
+    type = "unavailable_error"
 
 
 class InsufficientStorageError(HearthError):
