@@ -13,9 +13,9 @@ from engine.agents import (
     AgentRun,
     AgentService,
     AgentSpec,
+    ToolSpec,
     WebhookService,
     WebhookSpec,
-    WebhookToolSpec,
 )
 from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
@@ -142,7 +142,7 @@ __all__ = [
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
-    "WebhookToolSpec",
+    "ToolSpec",
     "WebhookService",
     "WebhookSpec",
     "SIGNATURE_HEADER",
