@@ -326,7 +326,7 @@ def sql_template_tool(
         except QueryError as exc:
             return ToolResult(False, None, str(exc))
         rows = [dict(zip(found.columns, row, strict=True)) for row in found.rows]
-        if not rows and not write:
+        if not rows:
             return ToolResult(False, [], "no matching rows")
         return ToolResult(True, rows, f"{len(rows)} row(s)")
 
