@@ -13,13 +13,14 @@ from engine.agents import (
     AgentRun,
     AgentService,
     AgentSpec,
+    ToolSpec,
     WebhookService,
     WebhookSpec,
-    WebhookToolSpec,
 )
 from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.agents.tables import TableStore
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
+from engine.audit import AuditLog
 from engine.benchmark_results import BenchmarkResults
 from engine.conversations import Conversation, ConversationService, Turn
 from engine.engine import Engine
@@ -85,6 +86,7 @@ __all__ = [
     "AgentService",
     "AgentSpec",
     "ApiKey",
+    "AuditLog",
     "AuthenticationError",
     "BackendError",
     "ConflictError",
@@ -152,7 +154,7 @@ __all__ = [
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
-    "WebhookToolSpec",
+    "ToolSpec",
     "WebhookService",
     "WebhookSpec",
     "SIGNATURE_HEADER",

@@ -274,6 +274,7 @@ async def open_hearth(
             http=http,
             audit=audit,
             conversations=conversations,
+            tables=tables,
         )
         webhooks = WebhookService(
             corpus.db.store,

@@ -69,12 +69,14 @@ INFERENCE_PATHS = frozenset(
     }
 )
 TENANT_ADMIN_PREFIX = "/v1/users"
+TENANT_ADMIN_PATHS = frozenset({TENANT_ADMIN_PREFIX, "/v1/audit"})
 
 
 def required_scope(method: str, path: str) -> str:
-    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``), ``read`` for
+    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``) and audit log
+    (``/v1/audit``), ``read`` for
     any other GET, ``inference`` for the model routes, ``write`` for every other change."""
-    if path == TENANT_ADMIN_PREFIX or path.startswith(TENANT_ADMIN_PREFIX + "/"):
+    if path in TENANT_ADMIN_PATHS or path.startswith(TENANT_ADMIN_PREFIX + "/"):
         return "admin"
     if method in _READ_METHODS:
         return "read"

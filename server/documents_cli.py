@@ -9,6 +9,7 @@ Both talk to a running server over HTTP (it is the database's one writer). ``hea
     hearth admin keys create acme --name ci           # prints the key once
     hearth admin tenants export acme --out ./acme-export
     hearth admin tenants delete acme --purge
+    hearth admin audit export --out audit.jsonl [--tenant ten_...]
     hearth admin keys create acme --scopes inference --expires-days 90
     hearth admin users create acme ann@example.com --role viewer   # password on stdin
     hearth admin limits set acme requests_per_min=60 tokens_per_day=none   # none: the default
@@ -181,6 +182,10 @@ def configure_admin(p: argparse.ArgumentParser) -> None:
     create.add_argument("--expires-days", type=float, help="the key stops working after this")
     keys.add_parser("list").add_argument("tenant")
     keys.add_parser("revoke").add_argument("key_id")
+    audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
+    audit_export = audit.add_parser("export", help="the audit log as JSON lines")
+    audit_export.add_argument("--tenant", help="one tenant's rows (id; _server: the server's)")
+    audit_export.add_argument("--out", required=True, help="the .jsonl file to write")
     users = sub.add_parser("users").add_subparsers(dest="action", required=True)
     add_user = users.add_parser("create", help="the password is read from stdin")
     add_user.add_argument("tenant")
@@ -263,6 +268,12 @@ def _admin_http(args: argparse.Namespace, settings: Settings) -> Any:
             return _check(http.post(f"/v1/admin/tenants/{args.tenant}/users", json=body))
         if command == ("users", "list"):
             return _check(http.get(f"/v1/admin/tenants/{args.tenant}/users"))["data"]
+        if command == ("audit", "export"):
+            params = {"tenant": args.tenant} if args.tenant else {}
+            response = http.get("/v1/admin/audit/export", params=params, timeout=600)
+            if response.status_code != 200:
+                _check(response)
+            return _write_lines(Path(args.out), response.text)
         if command == ("keys", "list"):
             return _check(http.get(f"/v1/admin/tenants/{args.tenant}/keys"))["data"]
         if command == ("limits", "show"):
@@ -300,6 +311,11 @@ def _export_http(http: Any, tenant: str, out: Path) -> Any:
     with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
         tar.extractall(out, filter="data")
     return json.loads((out / "manifest.json").read_text())
+
+
+def _write_lines(out: Path, text: str) -> dict[str, Any]:
+    out.write_text(text, encoding="utf-8")
+    return {"file": str(out), "rows": text.count("\n")}
 
 
 def _confirm_purge(args: argparse.Namespace) -> None:
@@ -349,6 +365,14 @@ def _offline_command(args: argparse.Namespace, db: Any, settings: Settings) -> A
         return db.users.create(args.tenant, args.email, _password(), args.role).__dict__
     if command == ("users", "list"):
         return [u.__dict__ for u in db.users.list(args.tenant)]
+    if command == ("audit", "export"):
+        import asyncio
+
+        from engine import AuditLog
+
+        rows = asyncio.run(AuditLog(db.store).list(args.tenant, limit=None))
+        text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+        return _write_lines(Path(args.out), text)
     if command == ("keys", "list"):
         return [k.__dict__ for k in db.tenants.list_keys(args.tenant)]
     return db.tenants.revoke_key(args.key_id).__dict__

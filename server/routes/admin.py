@@ -5,6 +5,7 @@ once, at creation; only its hash is stored."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tarfile
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request, delete, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.background_tasks import BackgroundTask
 from litestar.response import File
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -191,6 +192,36 @@ def _tar(folder: Path, archive: Path) -> None:
         tar.add(folder, arcname=".")
 
 
+MAX_AUDIT = 500
+
+
+def _audit_query(request: Request) -> dict[str, Any]:
+    query = request.query_params
+    for name in ("tenant", "action"):
+        if len(query.get(name) or "") > 200:
+            raise InvalidRequestError(f"{name}: at most 200 characters", param=name)
+    return {"tenant": query.get("tenant") or None, "action": query.get("action") or None}
+
+
+@get("/v1/admin/audit")
+async def list_audit(request: Request) -> dict[str, Any]:
+    """Every tenant's audit rows (``?tenant=`` one tenant's, ``_server`` the server's own;
+    ``?action=`` a prefix such as ``admin.``), newest first, at most ``limit`` (1-500)."""
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
+        raise InvalidRequestError(f"limit must be an integer 1-{MAX_AUDIT}", param="limit")
+    rows = await services(request).audit.list(**_audit_query(request), limit=int(raw))
+    return {"object": "list", "data": rows}
+
+
+@get("/v1/admin/audit/export")
+async def export_audit(request: Request) -> Response:
+    """All audit rows (``?tenant=``, ``?action=`` narrow them) as JSON lines, newest first."""
+    rows = await services(request).audit.list(**_audit_query(request), limit=None)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return Response(lines, media_type="application/x-ndjson")
+
+
 @post("/v1/admin/keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
 async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
     return key_out(await services(request).tenancy.revoke_key(key_id))
@@ -206,4 +237,6 @@ HANDLERS = [
     set_limits,
     delete_tenant,
     export_tenant,
+    list_audit,
+    export_audit,
 ]
