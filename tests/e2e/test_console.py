@@ -409,7 +409,7 @@ def test_usage_and_benchmarks_draw_charts(browser_page) -> None:
     assert page.locator("table tbody tr").count() >= 1
     # drawn from the committed serve results: throughput vs concurrency, TTFT and TPOT spreads
     throughput = page.get_by_role("img", name="Output tokens/s vs concurrency (serve suite)")
-    throughput.locator("polyline").first.wait_for()
+    throughput.locator("circle").first.wait_for()  # one point per series and concurrency
     page.get_by_role("img", name=re.compile("Time to first token")).wait_for()
     page.get_by_role("img", name=re.compile("Time per output token")).wait_for()
     shot(page, "benchmarks")

@@ -416,17 +416,17 @@ function documentsView(main) {
   const list = el("ul", {});
   const name = el("input", { placeholder: "handbook"});
   const detail = el("div", { class: "panel" }, el("p", { class: "muted", text: "Choose a collection." }));
-  let current = null;
 
   async function refresh() {
     const cols = (await api("/v1/collections")).data;
     list.replaceChildren(...cols.map((c) => el("li", {}, el("a", { href: "#documents", onclick: action(() => open(c.name)),
       text: `${c.name}${c.documents !== undefined ? ` (${c.documents} docs)` : ""}` }))));
     if (!cols.length) list.append(el("li", { class: "muted", text: "No collections yet." }));
+    return cols;
   }
 
   async function open(col) {
-    current = col;
+    state.collection = col;
     const docs = el("tbody", {});
     const progress = el("div", { class: "uploads" });
     const fileInput = el("input", { type: "file", multiple: true, accept: ".txt,.md,.pdf,text/plain,text/markdown,application/pdf" });
@@ -488,7 +488,11 @@ function documentsView(main) {
     el("div", { class: "panel" }, el("h2", { text: "Collections" }), list,
       el("form", { onsubmit: create }, ...field("New collection", name), el("button", { type: "submit", text: "Create" }))),
     detail));
-  return refresh();
+  // Back on the page: the collection opened last (or the first one) is open again.
+  return refresh().then((cols) => {
+    const again = cols.find((c) => c.name === state.collection) || cols[0];
+    return again ? open(again.name) : undefined;
+  });
 }
 
 // One file: multipart upload, then its job's progress events until done.
