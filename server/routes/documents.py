@@ -22,6 +22,9 @@ from server.routes.common import read_body
 from server.routes.jobs import job_out
 from server.state import services
 
+#: Longest model id a request may name.
+MAX_MODEL_ID = 128
+
 if TYPE_CHECKING:
     from engine import Collection, Document, RetrievedChunk
 
@@ -34,6 +37,12 @@ class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
     chunk_tokens: int | None = None
     chunk_overlap: int | None = None
     metadata: dict[str, Any] | None = None
+    # The embedding model of its passages and queries (default: the server's).
+    embedding_model: str | None = None
+
+
+class ReembedBody(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,6 +77,7 @@ def collection_out(col: Collection, stats: dict[str, Any] | None = None) -> dict
         "chunk_tokens": col.chunk_tokens,
         "chunk_overlap": col.chunk_overlap,
         "metadata": col.metadata,
+        "embedding_model": col.embedding_model,
     }
     if stats is not None:
         out |= {"documents": stats["documents"], "chunks": stats["chunks"], "index": stats["index"]}
@@ -104,8 +114,17 @@ def hit_out(hit: RetrievedChunk) -> dict[str, Any]:
 async def create_collection(request: Request) -> dict[str, Any]:
     body = await read_body(request, CollectionCreate)
     svc = services(request).documents
+    if body.embedding_model is not None and len(body.embedding_model) > MAX_MODEL_ID:
+        raise InvalidRequestError(
+            f"embedding_model: at most {MAX_MODEL_ID} characters", param="embedding_model"
+        )
     col = await svc.create_collection(
-        tenant_of(request), body.name, body.chunk_tokens, body.chunk_overlap, body.metadata
+        tenant_of(request),
+        body.name,
+        body.chunk_tokens,
+        body.chunk_overlap,
+        body.metadata,
+        body.embedding_model,
     )
     return collection_out(col, await svc.collection_stats(col))
 
@@ -131,6 +150,17 @@ async def get_collection(request: Request, name: str) -> dict[str, Any]:
 async def delete_collection(request: Request, name: str) -> dict[str, Any]:
     await services(request).documents.delete_collection(tenant_of(request), name)
     return {"id": name, "object": "collection", "deleted": True}
+
+
+@post("/v1/collections/{name:str}/reembed", status_code=HTTP_202_ACCEPTED)
+async def reembed_collection(request: Request, name: str) -> dict[str, Any]:
+    """Start a durable job that re-embeds the collection with ``model`` and then switches it
+    over; follow it at ``/v1/jobs/{id}`` (searches use the old vectors until it is done)."""
+    body = await read_body(request, ReembedBody)
+    if len(body.model) > MAX_MODEL_ID:
+        raise InvalidRequestError(f"model: at most {MAX_MODEL_ID} characters", param="model")
+    job = await services(request).documents.reembed(tenant_of(request), name, body.model)
+    return job_out(job)
 
 
 # ---- documents ------------------------------------------------------------------------------
@@ -283,6 +313,7 @@ HANDLERS = [
     list_collections,
     get_collection,
     delete_collection,
+    reembed_collection,
     upload_documents,
     list_documents,
     get_document,
