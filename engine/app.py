@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from engine.tasks.usage import TaskUsage
     from engine.tasks.workflow_service import WorkflowService
     from engine.tenancy import TenancyService
+    from engine.tenant_data import TenantDataService
     from engine.usage import UsageService
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Hearth:
     conversations: ConversationService
     agents: AgentService
     webhooks: WebhookService
+    tenant_data: TenantDataService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -244,6 +246,7 @@ async def open_hearth(
     from engine.conversations import ConversationService  # registers its tables' migration
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
+    from engine.tenant_data import TenantDataService
 
     stack = contextlib.AsyncExitStack()
     try:
@@ -289,6 +292,21 @@ async def open_hearth(
             http,
             max_skew_s=conf.webhook_max_skew_s,
         )
+        tenant_data = TenantDataService(
+            corpus.db,
+            corpus.retrieval.index.index_dir,
+            corpus.retrieval.index.drop,
+            caches=[
+                engine.responses,
+                tasks.classifiers,
+                tasks.workflows,
+                corpus.tenancy,
+                corpus.limits,
+                corpus.jobs,
+            ],
+            tables_path=tables.path,
+            flush=corpus.usage.flush,
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -315,5 +333,6 @@ async def open_hearth(
         conversations=conversations,
         agents=agents,
         webhooks=webhooks,
+        tenant_data=tenant_data,
         _exit=stack,
     )

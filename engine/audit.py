@@ -1,5 +1,6 @@
 """``AuditLog``: the tenant's audit rows (the ``task_audit`` table the tasks migration creates):
-workflow saves and runs, agent runs and every tool call an agent makes, webhook deliveries.
+workflow saves and runs, agent runs and every tool call an agent makes, webhook deliveries, and
+(written by ``server.audittrail``) admin actions, changes to users and deletes.
 
 A row is ``{id, ts, action, subject, request_id, detail}``; ``detail`` is JSON and never holds a
 secret. Rows are written in the same store as the data they describe.
@@ -44,15 +45,23 @@ class AuditLog:
         )
 
     async def list(
-        self, tenant: str, *, action: str | None = None, subject: str | None = None, limit: int = 50
+        self,
+        tenant: str | None,
+        *,
+        action: str | None = None,
+        subject: str | None = None,
+        limit: int | None = 50,
     ) -> list[dict[str, Any]]:
-        """Newest first; ``action`` matches a prefix (``agent.`` for every agent row)."""
+        """Newest first; ``action`` matches a prefix (``agent.`` for every agent row). ``tenant``
+        None: every tenant's rows (and the server's, ``_server``), each naming its tenant;
+        ``limit`` None: all of them (the admin export)."""
         rows = await asyncio.to_thread(
             self.store.fetchall,
-            "SELECT id, ts, action, subject, request_id, detail FROM task_audit "
-            "WHERE tenant_id = ? AND (? IS NULL OR starts_with(action, ?)) "
-            "AND (? IS NULL OR subject = ?) ORDER BY ts DESC, id LIMIT ?",
-            [tenant, action, action, subject, subject, min(limit, MAX_LIST)],
+            "SELECT id, ts, action, subject, request_id, detail, tenant_id FROM task_audit "
+            "WHERE (? IS NULL OR tenant_id = ?) AND (? IS NULL OR starts_with(action, ?)) "
+            "AND (? IS NULL OR subject = ?) ORDER BY ts DESC, id"
+            + ("" if limit is None else f" LIMIT {min(int(limit), MAX_LIST)}"),
+            [tenant, tenant, action, action, subject, subject],
         )
         return [
             {
@@ -63,5 +72,6 @@ class AuditLog:
                 "request_id": r[4],
                 "detail": json.loads(r[5]) if r[5] else {},
             }
+            | ({"tenant_id": r[6]} if tenant is None else {})
             for r in rows
         ]

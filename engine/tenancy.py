@@ -127,6 +127,11 @@ class TenancyService:
         self._has_keys = await asyncio.to_thread(self._db.tenants.has_keys)
         return key
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Forget cached key lookups (the tenant's keys are gone) and whether keys exist."""
+        self._identities.clear()
+        self._has_keys = self._db.tenants.has_keys()
+
     # ---- users ---------------------------------------------------------------------------------
 
     async def create_user(self, tenant: str, email: str, password: str, role: str) -> User:

@@ -22,6 +22,7 @@ from litestar.config.cors import CORSConfig
 from configs import Settings
 from engine import Hearth, open_hearth
 from server import console
+from server.audittrail import AuditTrail
 from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
 from server.browser import browser_guard, names, open_mode_refusal
 from server.deadlines import write_deadline
@@ -102,6 +103,7 @@ def create_app(
             write_deadline(settings.server.sse_write_timeout_s),
             browser_guard(settings.server.allowed_hosts, settings.server.cors_origins),
             TenantAuthMiddleware,
+            AuditTrail,  # a row per admin action, user change and delete (server.audittrail)
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -20,20 +20,28 @@ limit with Retry-After and OpenAI's ``x-ratelimit-*`` headers; admitted, the req
 ``Ticket`` is in ``request.state["ticket"]`` (its tokens are charged when it ends), its response
 carries the same headers, and its concurrency slot is given back when the response is done.
 
-Failures are answered here with an OpenAI error body, before any handler runs.
+Failures are answered here, before any handler runs, through the one error table
+(``server.errors.send_error``).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from engine import TooManyRequestsError, current_tenant
+from engine import (
+    AuthenticationError,
+    HearthError,
+    NotReadyError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+    current_tenant,
+)
+from server.errors import send_error
 from server.state import state_of
 
 log = logging.getLogger(__name__)
@@ -61,12 +69,14 @@ INFERENCE_PATHS = frozenset(
     }
 )
 TENANT_ADMIN_PREFIX = "/v1/users"
+TENANT_ADMIN_PATHS = frozenset({TENANT_ADMIN_PREFIX, "/v1/audit"})
 
 
 def required_scope(method: str, path: str) -> str:
-    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``), ``read`` for
+    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``) and audit log
+    (``/v1/audit``), ``read`` for
     any other GET, ``inference`` for the model routes, ``write`` for every other change."""
-    if path == TENANT_ADMIN_PREFIX or path.startswith(TENANT_ADMIN_PREFIX + "/"):
+    if path in TENANT_ADMIN_PATHS or path.startswith(TENANT_ADMIN_PREFIX + "/"):
         return "admin"
     if method in _READ_METHODS:
         return "read"
@@ -106,7 +116,7 @@ class TenantAuthMiddleware:
         else:
             error = await self._tenant(scope, token)
         if error is not None:
-            await _reply(send, *error)
+            await send_error(send, error)
             return
         state = scope.get("state", {})
         if "tenant" in state:  # engine work done on the tenant's behalf knows whose it is
@@ -118,7 +128,7 @@ class TenantAuthMiddleware:
         try:
             ticket = limits.admit(state["tenant"], state.get("key_id"))
         except TooManyRequestsError as exc:
-            await _reply(send, 429, exc.type, exc.message, exc.code, exc.retry_after, exc.headers)
+            await send_error(send, exc)
             return
         state["ticket"] = ticket
         try:
@@ -126,29 +136,25 @@ class TenantAuthMiddleware:
         finally:
             ticket.release()
 
-    def _admin(self, token: str | None) -> tuple[int, str, str] | None:
+    def _admin(self, token: str | None) -> HearthError | None:
         if not self.admin_key:
-            return 403, "permission_error", f"the admin API is disabled; set {ADMIN_KEY_ENV}"
+            return PermissionDeniedError(f"the admin API is disabled; set {ADMIN_KEY_ENV}")
         if token is None or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
-            return 401, "authentication_error", "invalid admin key"
+            return AuthenticationError("invalid admin key")
         return None
 
-    async def _tenant(self, scope: Scope, token: str | None) -> tuple[int, str, str] | None:
+    async def _tenant(self, scope: Scope, token: str | None) -> HearthError | None:
         hearth = state_of(scope["app"]).hearth
         state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
         if hearth is None:  # keys cannot be checked yet: nothing passes
-            return 503, "not_ready_error", "Hearth is starting"
+            return NotReadyError("Hearth is starting", retry_after=2)
         service = hearth.tenancy
         if not service.auth_required:
             client = (scope.get("client") or ("", 0))[0]
             if client not in _LOOPBACK:
-                return (
-                    401,
-                    "authentication_error",
-                    (
-                        "Hearth has no tenant keys yet and accepts only loopback clients; "
-                        "create a tenant and a key with the admin API"
-                    ),
+                return AuthenticationError(
+                    "Hearth has no tenant keys yet and accepts only loopback clients; "
+                    "create a tenant and a key with the admin API"
                 )
             if not self._warned_open:
                 log.warning("no tenant keys: running open as the %r tenant", DEFAULT_TENANT)
@@ -156,48 +162,22 @@ class TenantAuthMiddleware:
             state["tenant"] = DEFAULT_TENANT
             return None
         if token is None:
-            return 401, "authentication_error", "missing Authorization: Bearer <api key>"
+            return AuthenticationError("missing Authorization: Bearer <api key>")
         found = await service.identify(token)
         if found is None:
-            return 401, "authentication_error", "invalid API key or access token"
+            return AuthenticationError("invalid API key or access token")
         if found.expired():
-            return 401, "authentication_error", "this API key has expired; create a new one"
+            return AuthenticationError("this API key has expired; create a new one")
         needed = required_scope(scope.get("method", "GET"), scope.get("path", ""))
         if needed not in found.scopes:
             who = f"role {found.role!r}" if found.role else "this API key"
-            return (
-                403,
-                "permission_error",
+            return PermissionDeniedError(
                 f"{who} lacks the {needed!r} scope this request needs "
-                f"(it has {sorted(found.scopes)})",
+                f"(it has {sorted(found.scopes)})"
             )
         state["tenant"], state["key_id"] = found.tenant, found.key_id
         state["user_id"], state["scopes"] = found.user_id, found.scopes
         return None
-
-
-async def _reply(
-    send: Send,
-    status: int,
-    kind: str,
-    message: str,
-    code: str | None = None,
-    retry_after: int | None = None,
-    extra: dict[str, str] | None = None,
-) -> None:
-    body = json.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if status == 503:
-        retry_after = retry_after or 2
-    if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, retry_after)).encode()))
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _with_headers(send: Send, headers: dict[str, str]) -> Send:

@@ -188,6 +188,7 @@ def serve_app(app: Litestar, settings: Settings) -> None:
     import uvicorn
 
     from server.drain import DrainingServer
+    from server.requestlog import redact_every_handler
 
     config = uvicorn.Config(
         app,
@@ -197,6 +198,7 @@ def serve_app(app: Litestar, settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
+    redact_every_handler()  # uvicorn's handlers exist now
     server = DrainingServer(config, app.state.drain, settings.server.drain_timeout_s)
     server.run()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 from types import FrameType
@@ -27,6 +26,10 @@ from typing import Any
 
 import uvicorn
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import ShuttingDownError
+from server.errors import error_body, send_error
+from server.routes.common import SSE_DONE, sse
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class DrainGate:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await _send_refusal(send)
+            await send_error(send, _draining())
             return
         self.drain.enter()
         try:
@@ -126,12 +129,12 @@ class DrainGate:
             if started.get("done"):
                 return
             if "sse" not in started:
-                await _send_refusal(send)
+                await send_error(send, _draining())
             elif started["sse"]:
-                error = _error_body()
-                event = b"data: " + json.dumps(error).encode() + b"\n\n"
+                exc = _draining()
+                event = sse(error_body(exc.message, exc.type, exc.param, exc.code))
                 await send({"type": "http.response.body", "body": event, "more_body": True})
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+                await send({"type": "http.response.body", "body": SSE_DONE})
             else:
                 await send({"type": "http.response.body", "body": b""})
         finally:
@@ -140,27 +143,11 @@ class DrainGate:
                 task.cancel()
 
 
-def _error_body() -> dict[str, Any]:
-    return {
-        "error": {
-            "message": _MESSAGE,
-            "type": "unavailable_error",
-            "param": None,
-            "code": "draining",
-        }
-    }
-
-
-async def _send_refusal(send: Send) -> None:
-    body = json.dumps(_error_body()).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(DRAIN_RETRY_AFTER_S).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _draining() -> ShuttingDownError:
+    """The answer to a request the drain refuses or ends (a 503 through the one error table)."""
+    exc = ShuttingDownError(_MESSAGE, retry_after=DRAIN_RETRY_AFTER_S, code="draining")
+    exc.headers["Connection"] = "close"
+    return exc
 
 
 def drain_gate(drain: Drain):  # noqa: ANN201 - a Litestar middleware factory

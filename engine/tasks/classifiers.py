@@ -211,6 +211,11 @@ class ClassifierService:
         await asyncio.to_thread(self._repo.audit, tenant, "classifier.delete", name)
         return {"name": name, "deleted": True, "versions": count}
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's trained classifiers from memory."""
+        for key in [k for k in self._classifiers if k[0] == tenant]:
+            del self._classifiers[key]
+
     async def load(self, tenant: str, name: str, version: int | None) -> cls.Classifier:
         """A stored classifier (the latest version when ``version`` is None); 404 if missing."""
         repo = self._repo

@@ -101,6 +101,11 @@ class WorkflowService:
             raise NotFoundError(f"workflow {name!r} not found", param="name")
         return {"name": name, "deleted": True}
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's inline classifiers from memory (keys start with ``<tenant>:``)."""
+        for key in [k for k in self._inline if k.startswith(f"{tenant}:")]:
+            del self._inline[key]
+
     async def _workflow_classifier(self, tenant: str, spec: WorkflowSpec) -> cls.Classifier:
         step = spec.classify
         if step.classifier:
@@ -110,7 +115,7 @@ class WorkflowService:
         # Per tenant: another tenant's training (and its timing) is never reused.
         classify = json.dumps(spec.to_dict()["classify"], sort_keys=True)
         key = hashlib.sha256(f"{tenant}\n{classify}".encode())
-        digest = key.hexdigest()
+        digest = f"{tenant}:{key.hexdigest()}"
         if digest not in self._inline:
             embeddings = await embed(self._engine, [e.text for e in step.examples])
             self._inline[digest] = await asyncio.to_thread(

@@ -4,11 +4,19 @@ once, at creation; only its hash is stored."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
+import tarfile
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request, get, post, put
+from litestar import Request, Response, delete, get, post, put
+from litestar.background_tasks import BackgroundTask
+from litestar.response import File
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from engine import LIMIT_NAMES, InvalidRequestError, check_overrides
@@ -144,6 +152,76 @@ async def set_limits(request: Request, subject: str) -> dict[str, Any]:
     return await _limits_out(request, subject)
 
 
+@delete("/v1/admin/tenants/{tenant:str}", status_code=HTTP_200_OK)
+async def delete_tenant(request: Request, tenant: str) -> dict[str, Any]:
+    """``?purge=true``: delete the tenant and everything it holds (rows in every table, index
+    files, its tables file, cached answers and classifiers); 409 while one of its jobs runs.
+    The answer lists what was deleted and ``remaining`` (empty)."""
+    if request.query_params.get("purge") != "true":
+        raise InvalidRequestError(
+            "deleting a tenant purges all its data for good: confirm with ?purge=true "
+            "(export it first with GET /v1/admin/tenants/{id}/export)",
+            param="purge",
+        )
+    return await services(request).tenant_data.purge(tenant)
+
+
+@get("/v1/admin/tenants/{tenant:str}/export")
+async def export_tenant(request: Request, tenant: str) -> File:
+    """Everything of the tenant as a ``.tar.gz``: ``manifest.json``, ``db/<table>.jsonl``,
+    ``indexes/<collection>/``, ``tables.duckdb`` (see ``engine.tenant_data``)."""
+    hearth = services(request)
+    scratch = Path(tempfile.mkdtemp(prefix="export-", dir=hearth.settings.data_dir))
+    try:
+        manifest = await hearth.tenant_data.export(tenant, scratch / "tenant")
+        archive = scratch / f"{manifest['tenant']}.tar.gz"
+        await asyncio.to_thread(_tar, scratch / "tenant", archive)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return File(
+        path=archive,
+        filename=archive.name,
+        media_type="application/gzip",
+        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+    )
+
+
+def _tar(folder: Path, archive: Path) -> None:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=".")
+
+
+MAX_AUDIT = 500
+
+
+def _audit_query(request: Request) -> dict[str, Any]:
+    query = request.query_params
+    for name in ("tenant", "action"):
+        if len(query.get(name) or "") > 200:
+            raise InvalidRequestError(f"{name}: at most 200 characters", param=name)
+    return {"tenant": query.get("tenant") or None, "action": query.get("action") or None}
+
+
+@get("/v1/admin/audit")
+async def list_audit(request: Request) -> dict[str, Any]:
+    """Every tenant's audit rows (``?tenant=`` one tenant's, ``_server`` the server's own;
+    ``?action=`` a prefix such as ``admin.``), newest first, at most ``limit`` (1-500)."""
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
+        raise InvalidRequestError(f"limit must be an integer 1-{MAX_AUDIT}", param="limit")
+    rows = await services(request).audit.list(**_audit_query(request), limit=int(raw))
+    return {"object": "list", "data": rows}
+
+
+@get("/v1/admin/audit/export")
+async def export_audit(request: Request) -> Response:
+    """All audit rows (``?tenant=``, ``?action=`` narrow them) as JSON lines, newest first."""
+    rows = await services(request).audit.list(**_audit_query(request), limit=None)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return Response(lines, media_type="application/x-ndjson")
+
+
 @post("/v1/admin/keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
 async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
     return key_out(await services(request).tenancy.revoke_key(key_id))
@@ -157,4 +235,8 @@ HANDLERS = [
     revoke_key,
     get_limits,
     set_limits,
+    delete_tenant,
+    export_tenant,
+    list_audit,
+    export_audit,
 ]
