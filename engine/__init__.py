@@ -13,9 +13,9 @@ from engine.agents import (
     AgentRun,
     AgentService,
     AgentSpec,
+    ToolSpec,
     WebhookService,
     WebhookSpec,
-    WebhookToolSpec,
 )
 from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.agents.tables import TableStore
@@ -154,7 +154,7 @@ __all__ = [
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
-    "WebhookToolSpec",
+    "ToolSpec",
     "WebhookService",
     "WebhookSpec",
     "SIGNATURE_HEADER",

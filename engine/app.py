@@ -283,6 +283,7 @@ async def open_hearth(
             http=http,
             audit=audit,
             conversations=conversations,
+            tables=tables,
         )
         webhooks = WebhookService(
             corpus.db.store,

@@ -20,6 +20,7 @@ from configs import ConfigError, Settings, load_settings
 from models import ModelCard, ModelFileError, get_card, install_model, verify_model
 from models.store import downloads_dir
 from server.documents_cli import DOCUMENT_COMMANDS
+from server.examples_cli import EXAMPLE_COMMANDS
 from server.models_cli import MODEL_COMMANDS
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ COMMANDS: dict[
 ] = {}
 COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
 COMMANDS.update(MODEL_COMMANDS)  # hearth models add/list/remove/export/import
+COMMANDS.update(EXAMPLE_COMMANDS)  # hearth examples list/install NAME
 
 
 def _offline_env() -> None:

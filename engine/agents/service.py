@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.agents.http import HttpPolicy
-from engine.agents.tools import Tool, ToolResult, webhook_tool
+from engine.agents.tables import MAX_SQL_CHARS, TableStore
+from engine.agents.tools import Tool, ToolResult, sql_params, sql_template_tool, webhook_tool
 from engine.conversations import ConversationService, Turn, memory_text
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.grammar.schema_check import check_schema
@@ -90,21 +91,30 @@ FINAL = "final"
 
 
 @dataclass(frozen=True)
-class WebhookToolSpec:
-    """A user-defined tool: its arguments are POSTed, signed, to ``url`` (an allow-listed
-    host); ``parameters`` is the JSON schema of the arguments object."""
+class ToolSpec:
+    """A user-defined tool; ``parameters`` is the JSON schema of its arguments object. Exactly
+    one body: a webhook (the arguments POSTed, signed, to ``url``, an allow-listed host) or
+    ``sql`` (one statement over the tenant's tables, each ``$name`` bound to that argument;
+    ``write`` lets it insert or update rows there, else it is read-only)."""
 
     name: str
     description: str
     parameters: dict[str, Any]
-    url: str
+    url: str | None = None
+    sql: str | None = None
+    write: bool = False
+
+    @property
+    def type(self) -> str:
+        return "sql" if self.sql is not None else "webhook"
 
     def as_dict(self) -> dict[str, Any]:
+        body = {"url": self.url} if self.sql is None else {"sql": self.sql, "write": self.write}
         return {
             "name": self.name,
             "description": self.description,
             "parameters": self.parameters,
-            "url": self.url,
+            **body,
         }
 
 
@@ -166,6 +176,7 @@ class AgentService:
         http: HttpPolicy | None = None,
         audit: Any | None = None,
         conversations: ConversationService | None = None,
+        tables: TableStore | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -174,6 +185,7 @@ class AgentService:
         self.http = http or HttpPolicy()
         self.audit = audit
         self.conversations = conversations
+        self.tables = tables
         jobs.register("agent_run", self._run_job)
 
     def add_tool(self, tool: Tool) -> None:
@@ -182,9 +194,9 @@ class AgentService:
 
     # ---- tools --------------------------------------------------------------------------
 
-    async def create_tool(self, tenant: str, spec: WebhookToolSpec) -> tuple[dict[str, Any], str]:
-        """Store a tenant's webhook tool; returns it and its signing secret (shown once; a
-        re-create with the same name replaces the tool and its secret)."""
+    async def create_tool(self, tenant: str, spec: ToolSpec) -> tuple[dict[str, Any], str]:
+        """Store a tenant's tool; returns it and its signing secret (shown once; a re-create
+        with the same name replaces the tool and its secret; SQL tools send no signature)."""
         if not NAME.match(spec.name):
             raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
         if spec.name in self.tools or spec.name == FINAL:
@@ -199,7 +211,12 @@ class AgentService:
         if len(json.dumps(params)) > 4000:
             raise InvalidRequestError("parameters: at most 4000 characters", param="parameters")
         check_schema(params, param="parameters")
-        self.http.check_url(spec.url)
+        if (spec.url is None) == (spec.sql is None):
+            raise InvalidRequestError("give exactly one of url or sql", param="url")
+        if spec.url is not None:
+            self.http.check_url(spec.url)
+        else:
+            self._check_sql(spec)
         secret = "whsec_" + secrets.token_hex(24)
 
         def write() -> None:
@@ -220,7 +237,20 @@ class AgentService:
                 )
 
         await asyncio.to_thread(write)
-        return {"type": "webhook", **spec.as_dict()}, secret
+        return {"type": spec.type, **spec.as_dict()}, secret
+
+    def _check_sql(self, spec: ToolSpec) -> None:
+        sql = spec.sql or ""
+        if self.tables is None:
+            raise InvalidRequestError("SQL tools are not enabled", param="sql")
+        if not 0 < len(sql) <= MAX_SQL_CHARS:
+            raise InvalidRequestError(f"sql: 1-{MAX_SQL_CHARS} characters", param="sql")
+        declared = set(spec.parameters.get("properties", {}))
+        unknown = [p for p in sql_params(sql) if p not in declared]
+        if unknown:
+            raise InvalidRequestError(
+                f"sql uses ${unknown[0]}, which is not in parameters.properties", param="sql"
+            )
 
     async def list_tools(self, tenant: str) -> list[dict[str, Any]]:
         """The built-ins then the tenant's webhook tools (never their secrets)."""
@@ -234,7 +264,7 @@ class AgentService:
             for t in self.tools.values()
         ]
         for spec, _ in await self._tenant_tools(tenant):
-            out.append({"type": "webhook", **spec.as_dict()})
+            out.append({"type": spec.type, **spec.as_dict()})
         return out
 
     async def delete_tool(self, tenant: str, name: str) -> None:
@@ -255,9 +285,19 @@ class AgentService:
         """Every tool the tenant's agents may name: the built-ins and its webhook tools."""
         tools = dict(self.tools)
         for spec, secret in await self._tenant_tools(tenant):
-            tools[spec.name] = webhook_tool(
-                spec.name, spec.description, spec.parameters, spec.url, secret, self.http
-            )
+            if spec.sql is not None and self.tables is not None:
+                tools[spec.name] = sql_template_tool(
+                    spec.name,
+                    spec.description,
+                    spec.parameters,
+                    spec.sql,
+                    spec.write,
+                    self.tables,
+                )
+            elif spec.url is not None:
+                tools[spec.name] = webhook_tool(
+                    spec.name, spec.description, spec.parameters, spec.url, secret, self.http
+                )
         return tools
 
     async def call_tool(self, tenant: str, name: str, arguments: Any) -> ToolResult:
@@ -273,13 +313,13 @@ class AgentService:
         )
         return result
 
-    async def _tenant_tools(self, tenant: str) -> list[tuple[WebhookToolSpec, str]]:
+    async def _tenant_tools(self, tenant: str) -> list[tuple[ToolSpec, str]]:
         rows = await asyncio.to_thread(
             self.store.fetchall,
             "SELECT spec, secret FROM agent_tools WHERE tenant_id = ? ORDER BY name",
             [tenant],
         )
-        return [(WebhookToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
+        return [(ToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
 
     async def record_audit(
         self, tenant: str, action: str, subject: str | None, detail: dict[str, Any]

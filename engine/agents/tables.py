@@ -93,7 +93,7 @@ class TableStore:
         path = self.path(tenant)
         if not path.exists():
             return []
-        with self._lock, self._reader(path) as conn:
+        with self._lock, self._connect(path) as conn:
             found = conn.execute(
                 "SELECT table_name, estimated_size FROM duckdb_tables() ORDER BY table_name"
             ).fetchall()
@@ -105,18 +105,27 @@ class TableStore:
         with self._lock, duckdb.connect(str(self.path(tenant))) as conn:
             conn.execute(f'DROP TABLE "{name}"')
 
-    def query(self, tenant: str, sql: str) -> QueryResult:
-        """Run read-only ``sql`` over the tenant's tables; raises :class:`QueryError`."""
+    def query(
+        self,
+        tenant: str,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        write: bool = False,
+    ) -> QueryResult:
+        """Run ``sql`` with named ``$params`` over the tenant's tables, read-only unless
+        ``write`` (a tenant's own SQL tool that records rows); external access is off either
+        way. Raises :class:`QueryError`."""
         if not 0 < len(sql) <= MAX_SQL_CHARS:
             raise QueryError(f"sql: 1-{MAX_SQL_CHARS} characters")
         path = self.path(tenant)
         if not path.exists():
             raise QueryError("this tenant has no tables yet (PUT /v1/tables/{name})")
-        with self._lock, self._reader(path) as conn:
+        with self._lock, self._connect(path, read_only=not write) as conn:
             timer = threading.Timer(self.timeout_s, conn.interrupt)
             timer.start()
             try:
-                cursor = conn.execute(sql)
+                cursor = conn.execute(sql, params or None)
                 if cursor.description is None:
                     return QueryResult([], [], False)
                 columns = [d[0] for d in cursor.description]
@@ -131,10 +140,10 @@ class TableStore:
         return QueryResult(columns, out, len(rows) > self.max_rows)
 
     @staticmethod
-    def _reader(path: Path) -> duckdb.DuckDBPyConnection:
+    def _connect(path: Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(
             str(path),
-            read_only=True,
+            read_only=read_only,
             config={
                 "enable_external_access": False,
                 "autoinstall_known_extensions": False,

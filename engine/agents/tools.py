@@ -9,6 +9,7 @@ import ast
 import asyncio
 import logging
 import operator
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -304,6 +305,37 @@ def webhook_tool(
         return ToolResult(True, body, f"HTTP {status}")
 
     return Tool(name, description, parameters, run)
+
+
+def sql_template_tool(
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    sql: str,
+    write: bool,
+    tables: TableStore,
+) -> Tool:
+    """A user-defined tool that runs one parameterized SQL statement over the tenant's tables:
+    each ``$name`` in ``sql`` is bound to that argument (never spliced into the text)."""
+    names = sql_params(sql)
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        bound = {n: args.get(n) for n in names}
+        try:
+            found = await asyncio.to_thread(tables.query, tenant, sql, bound, write=write)
+        except QueryError as exc:
+            return ToolResult(False, None, str(exc))
+        rows = [dict(zip(found.columns, row, strict=True)) for row in found.rows]
+        if not rows:
+            return ToolResult(False, [], "no matching rows")
+        return ToolResult(True, rows, f"{len(rows)} row(s)")
+
+    return Tool(name, description, parameters, run)
+
+
+def sql_params(sql: str) -> list[str]:
+    """The ``$name`` parameters of a SQL text, in order of first use."""
+    return list(dict.fromkeys(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", sql)))
 
 
 def builtin_tools(

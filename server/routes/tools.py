@@ -1,8 +1,8 @@
 """Agent tools, the tenant's example tables and the audit log:
 
-- ``GET /v1/tools`` (built-ins and the tenant's webhook tools), ``POST /v1/tools`` (a webhook
-  tool; the answer holds its signing secret, shown once), ``DELETE /v1/tools/{name}``,
-  ``POST /v1/tools/{name}/call`` (one call without a model);
+- ``GET /v1/tools`` (built-ins and the tenant's own tools), ``POST /v1/tools`` (a webhook tool,
+  whose answer holds its signing secret, shown once; or a SQL tool over the tenant's tables),
+  ``DELETE /v1/tools/{name}``, ``POST /v1/tools/{name}/call`` (one call without a model);
 - ``PUT /v1/tables/{name}`` (rows in), ``GET /v1/tables``, ``DELETE /v1/tables/{name}`` (what
   ``sql_query`` reads);
 - ``GET /v1/audit[?action=&subject=&limit=]``.
@@ -19,7 +19,7 @@ import msgspec
 from litestar import Request, delete, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from engine import InvalidRequestError, WebhookToolSpec
+from engine import InvalidRequestError, ToolSpec
 from server.auth import tenant_of
 from server.routes.common import read_body
 from server.state import services
@@ -30,7 +30,9 @@ MAX_AUDIT = 500
 class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     description: str
-    url: str
+    url: str | None = None
+    sql: str | None = None
+    write: bool = False
     parameters: dict[str, Any] = msgspec.field(
         default_factory=lambda: {"type": "object", "properties": {}}
     )
@@ -54,7 +56,7 @@ async def list_tools(request: Request) -> dict[str, Any]:
 async def create_tool(request: Request) -> dict[str, Any]:
     """The tool and its ``secret``: the endpoint checks ``X-Hearth-Signature`` with it."""
     body = await read_body(request, ToolCreate)
-    spec = WebhookToolSpec(body.name, body.description, body.parameters, body.url)
+    spec = ToolSpec(body.name, body.description, body.parameters, body.url, body.sql, body.write)
     tool, secret = await services(request).agents.create_tool(tenant_of(request), spec)
     return {"object": "tool", **tool, "secret": secret}
 
