@@ -1,6 +1,7 @@
 """Retrieval quality and speed on BEIR SciFact, through Hearth's own ingestion and retrieval.
 
-Ingests the corpus (client ids = SciFact doc ids, titles kept) with the real chunker and MiniLM,
+Ingests the corpus (client ids = SciFact doc ids, titles kept) with the real chunker and the
+embedding model ``--model`` (default the profile's; its query/document prompts applied),
 then runs every query in each mode and reports, per mode, nDCG@10, Recall@100 and MRR@10
 (document level: a document's rank is that of its best chunk), query latency p50/p95 (one query
 at a time, embedding included), plus ingestion throughput (chunks/s) and index build times. With
@@ -8,6 +9,8 @@ at a time, embedding included), plus ingestion throughput (chunks/s) and index b
 (clustered, like real embeddings): build time, latency and HNSW recall@10 against exact.
 
     python -m benchmarks.retrieval_scifact ../shared/datasets/scifact --split train
+    python -m benchmarks.retrieval_scifact DATA/scifact --split train --model embeddinggemma-300m \
+        --max-queries 60 --docs 400     # a subset: the queries' relevant documents + distractors
     python -m benchmarks.retrieval_scifact --synthetic 1000000
 
 Each result is one JSON line (``benchmarks.report`` format) on stdout and in ``--results``.
@@ -75,11 +78,21 @@ async def run_scifact(args: argparse.Namespace) -> None:
     corpus, queries, qrels = load_beir(args.data, args.split)
     if args.max_queries:
         queries = dict(list(queries.items())[: args.max_queries])
+    if args.docs:
+        corpus = subset(corpus, queries, qrels, args.docs)
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="hearth-scifact-"))
-    overrides = {"retrieval": {"max_top_k": CHUNK_DEPTH}}
+    overrides: dict[str, dict[str, Any]] = {"retrieval": {"max_top_k": CHUNK_DEPTH}}
+    if args.model:
+        overrides["embeddings"] = {"model": args.model}
+    if args.runtime:
+        overrides.setdefault("embeddings", {})["runtime"] = args.runtime
     settings = load_settings(args.profile, env={}, data_dir=data_dir, overrides=overrides)
+    args.model = settings.embeddings.model
     embedder = Embedder.load(
-        settings.models_dir if args.models_dir is None else args.models_dir, threads=args.threads
+        settings.models_dir if args.models_dir is None else args.models_dir,
+        settings.embeddings.model,
+        threads=args.threads,
+        runtime=settings.embeddings.runtime,
     )
     svc = await open_corpus(settings, embedder)
     if not any(c.name == "scifact" for c in await svc.documents.list_collections("default")):
@@ -103,6 +116,8 @@ async def run_scifact(args: argparse.Namespace) -> None:
         "chunk_tokens": col.chunk_tokens,
         "chunk_overlap": col.chunk_overlap,
         "profile": args.profile,
+        "runtime": embedder.runtime,
+        "corpus": "subset" if args.docs else "full",
     }
     made = [r for r in job.result or [] if r["outcome"] in ("created", "replaced")]
     new_chunks = sum(r.get("chunks", 0) for r in made)
@@ -111,6 +126,7 @@ async def run_scifact(args: argparse.Namespace) -> None:
         "documents_ingested": len(made),  # fewer than all on a resumed run (kept --data-dir)
         "chunks_ingested": new_chunks,
         "chunks_per_s": round(new_chunks / ingest_s, 1),
+        "passages_per_s": round(len(made) / ingest_s, 2),
         "documents_failed": job.failed,
         **build,
     }
@@ -120,6 +136,18 @@ async def run_scifact(args: argparse.Namespace) -> None:
         figures = await _evaluate(svc, queries, qrels, mode)
         emit(args, "retrieval_scifact", common | {"mode": mode}, figures)
     await svc.close()
+
+
+def subset(
+    corpus: list[dict], queries: dict[str, str], qrels: dict[str, set[str]], n: int
+) -> list[dict]:
+    """The documents relevant to ``queries`` plus the first others of the corpus, ``n`` in all
+    (a cheaper run for a slow model; its scores are higher than the full corpus', compare models
+    on the same subset only)."""
+    relevant = set().union(*(qrels[q] for q in queries)) if queries else set()
+    others = [d for d in corpus if d["_id"] not in relevant]
+    keep = relevant | {d["_id"] for d in others[: max(0, n - len(relevant))]}
+    return [d for d in corpus if d["_id"] in keep]
 
 
 def _index_build_times(svc: Any, col: Any) -> dict[str, float]:
@@ -250,9 +278,8 @@ def _build(kind: str, ids: np.ndarray, vecs: np.ndarray, args: argparse.Namespac
 
 
 def emit(args: argparse.Namespace, name: str, settings: dict[str, Any], figures: dict[str, Any]):
-    row = result_row(
-        name, model="all-minilm-l6-v2", backend="faiss+bm25s", settings=settings, figures=figures
-    )
+    model = getattr(args, "model", None) or "all-minilm-l6-v2"
+    row = result_row(name, model=model, backend="faiss+bm25s", settings=settings, figures=figures)
     append_result(row, args.results)
 
 
@@ -267,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, help="Hearth data dir (default: a temporary one)")
     p.add_argument("--models-dir", type=Path)
     p.add_argument("--max-queries", type=int, default=0)
+    p.add_argument("--model", help="embedding model card id (default: the profile's)")
+    p.add_argument("--runtime", choices=["torch", "onnx-int8", "onnx-fp32"], help="embeddings")
+    p.add_argument(
+        "--docs", type=int, default=0, help="a corpus subset: relevant documents + distractors"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, help="append result lines to this JSONL file")
     p.add_argument("--synthetic", type=int, default=0, help="run the N-vector exact/HNSW test")

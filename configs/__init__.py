@@ -36,6 +36,9 @@ class ServerSettings:
     retry_after_s: int = 2
     # Seconds one SSE write may wait for a slow reader before the stream is dropped (and aborted).
     sse_write_timeout_s: float = 30.0
+    # On SIGTERM: seconds requests in flight may take to finish before they are ended (new ones
+    # are refused with 503 from the signal on).
+    drain_timeout_s: float = 30.0
     # Open mode (no keys): Host names answered ("*": any) and web origins allowed (CORS too).
     allowed_hosts: str = "localhost,127.0.0.1,::1,testclient"
     cors_origins: str = ""
@@ -120,6 +123,9 @@ class RetrievalSettings:
     # RAG: token budget of the numbered context blocks and of the replayed conversation.
     context_tokens: int = 1024
     history_tokens: int = 512
+    # Collections whose indexes stay in memory (least recently used leave, saved, and are
+    # loaded again on use).
+    max_open_indexes: int = 64
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,32 @@ class TasksSettings:
 
 
 @dataclass(frozen=True)
+class AgentsSettings:
+    # Hosts ("name" or "name:port", comma-separated) that the http_request tool, webhook tools and
+    # result callbacks may call. Empty (the default) = no outbound call at all.
+    http_allow_hosts: str = ""
+    http_timeout_s: float = 10.0
+    http_max_response_bytes: int = 262_144
+    # The sql_query tool: rows returned at most, and the time limit of one query.
+    sql_max_rows: int = 200
+    sql_timeout_s: float = 5.0
+    # Conversations: turns kept verbatim (older ones go into the running summary), and how long an
+    # idle conversation lives.
+    memory_turns: int = 10
+    conversation_ttl_s: float = 604_800.0
+    # Inbound webhooks: how far the signed timestamp may be from the server's clock.
+    webhook_max_skew_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    # Users' access tokens (JWT, HS256) and refresh tokens: lifetimes in seconds. The signing
+    # secret is $HEARTH_JWT_SECRET, else <data dir>/jwt.secret (made on first start).
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 2_592_000
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "cpu"
     data_dir: Path = Path("data")
@@ -215,8 +247,10 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
+    agents: AgentsSettings = field(default_factory=AgentsSettings)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     # Where model files live; defaults to <data_dir>/models (HEARTH_MODELS_DIR).
     model_dir: Path | None = None

@@ -9,13 +9,25 @@ This module is the public API: the server imports from ``engine`` only (a test e
 Heavy libraries (llama_cpp, torch, vllm, faiss) are imported lazily by the parts that need them.
 """
 
-from engine.agents import AgentRun, AgentService, AgentSpec
+from engine.agents import (
+    AgentRun,
+    AgentService,
+    AgentSpec,
+    ToolSpec,
+    WebhookService,
+    WebhookSpec,
+)
+from engine.agents.http import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from engine.agents.tables import TableStore
 from engine.app import Corpus, Hearth, db_path, open_corpus, open_hearth
+from engine.audit import AuditLog
 from engine.benchmark_results import BenchmarkResults
+from engine.conversations import Conversation, ConversationService, Turn
 from engine.engine import Engine
 from engine.errors import (
     AuthenticationError,
     BackendError,
+    ConflictError,
     ContextLengthError,
     HearthError,
     InsufficientStorageError,
@@ -27,8 +39,10 @@ from engine.errors import (
     PermissionDeniedError,
     RequestTimeoutError,
     RetryableError,
+    ShuttingDownError,
     TooManyRequestsError,
     UnprocessableError,
+    UnsupportedMediaTypeError,
     is_disk_full,
 )
 from engine.grammar import Outcome, StructuredSpec, ToolDelta, ToolStreamParser, build_spec
@@ -44,6 +58,7 @@ from engine.storage import (
     Job,
     StorageError,
     Tenant,
+    User,
     open_store,
 )
 from engine.tasks.analysis import AnalysisService
@@ -52,6 +67,7 @@ from engine.tasks.classify import Example, Rule
 from engine.tasks.extraction import ExtractionService
 from engine.tasks.usage import TaskUsage
 from engine.tasks.workflow_service import WorkflowService
+from engine.tenant_data import TenantDataService
 from engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -70,8 +86,10 @@ __all__ = [
     "AgentService",
     "AgentSpec",
     "ApiKey",
+    "AuditLog",
     "AuthenticationError",
     "BackendError",
+    "ConflictError",
     "BenchmarkResults",
     "ChoiceDelta",
     "Chunk",
@@ -104,6 +122,7 @@ __all__ = [
     "Outcome",
     "OverloadedError",
     "PayloadTooLargeError",
+    "UnsupportedMediaTypeError",
     "PermissionDeniedError",
     "RagDone",
     "RagEvent",
@@ -120,17 +139,29 @@ __all__ = [
     "is_disk_full",
     "current_tenant",
     "RetryableError",
+    "ShuttingDownError",
     "Rule",
     "SamplingParams",
     "StorageError",
     "StructuredSpec",
     "TaskUsage",
+    "TableStore",
     "Tenant",
+    "TenantDataService",
+    "User",
     "TooManyRequestsError",
     "ToolDelta",
     "ToolStreamParser",
     "UnprocessableError",
     "Usage",
+    "ToolSpec",
+    "WebhookService",
+    "WebhookSpec",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Conversation",
+    "ConversationService",
+    "Turn",
     "build_spec",
     "db_path",
     "open_corpus",

@@ -16,7 +16,11 @@
    :class:`~engine.tasks.extraction.ExtractionService`,
    :class:`~engine.tasks.workflow_service.WorkflowService` (over the classifiers) and
    :class:`~engine.tasks.analysis.AnalysisService`;
-7. :class:`~engine.agents.AgentService` (registers the ``agent_run`` durable job handler).
+7. the tenant :class:`~engine.audit.AuditLog`, the tenants' example tables
+   (:class:`~engine.agents.tables.TableStore`, for ``sql_query``),
+   :class:`~engine.conversations.ConversationService`, :class:`~engine.agents.AgentService`
+   (registers the ``agent_run`` durable job handler) and :class:`~engine.agents.WebhookService`
+   (the ``webhook`` and ``webhook_delivery`` handlers).
 
 ``Hearth.close()`` closes them in reverse order. Each dependency is an explicit constructor
 argument; nothing is found by name at run time. Heavy libraries (faiss, torch) are imported here
@@ -37,8 +41,11 @@ from engine.engine import Engine
 
 if TYPE_CHECKING:
     from configs import Settings
-    from engine.agents import AgentService
+    from engine.agents import AgentService, WebhookService
+    from engine.agents.tables import TableStore
+    from engine.audit import AuditLog
     from engine.backends.base import Backend
+    from engine.conversations import ConversationService
     from engine.documents import DocumentService
     from engine.embeddings import Embedder, TextEmbedder
     from engine.job_service import JobService
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
     from engine.tasks.usage import TaskUsage
     from engine.tasks.workflow_service import WorkflowService
     from engine.tenancy import TenancyService
+    from engine.tenant_data import TenantDataService
     from engine.usage import UsageService
 
 log = logging.getLogger(__name__)
@@ -98,7 +106,12 @@ class Hearth:
     extraction: ExtractionService
     workflows: WorkflowService
     analysis: AnalysisService
+    audit: AuditLog
+    tables: TableStore
+    conversations: ConversationService
     agents: AgentService
+    webhooks: WebhookService
+    tenant_data: TenantDataService
     _exit: contextlib.AsyncExitStack
 
     @property
@@ -143,7 +156,7 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         await jobs.start()
         # Closed before the indexes are saved: no job writes an index meanwhile.
         stack.push_async_callback(jobs.close)
-        tenancy = await TenancyService.open(db)
+        tenancy = await TenancyService.open(db, settings.auth, settings.data_dir)
         usage = UsageService(db, prices, settings.usage.currency)
         stack.push_async_callback(usage.flush)
         documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
@@ -168,7 +181,7 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
     from engine.tasks.analysis import AnalysisService
     from engine.tasks.classifiers import ClassifierService
     from engine.tasks.extraction import ExtractionService
-    from engine.tasks.llm import EngineLLM
+    from engine.tasks.llm import EngineLLM, TaskModels
     from engine.tasks.store import TaskRepo
     from engine.tasks.usage import TaskUsage
     from engine.tasks.workflow_service import WorkflowService
@@ -189,11 +202,13 @@ async def open_tasks(engine: Engine, corpus: Corpus) -> _Tasks:
         engine, repo, corpus.jobs, EngineLLM(engine, models["classify"]), usage
     )
     extract_llm = EngineLLM(engine, models["extract"])
+    # A request or a workflow may name another installed model; the pool loads it on use.
+    choices = TaskModels(engine, extract_llm)
     return _Tasks(
         usage=usage,
         classifiers=classifiers,
-        extraction=ExtractionService(extract_llm, usage),
-        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage),
+        extraction=ExtractionService(extract_llm, usage, choices),
+        workflows=WorkflowService(engine, repo, classifiers, extract_llm, usage, choices),
         analysis=AnalysisService(
             repo, corpus.jobs, corpus.documents, EngineLLM(engine, models["analyze"]), usage
         ),
@@ -211,9 +226,18 @@ async def open_hearth(
     ``backend``/``embedder``: ready-made parts (tests with a stand-in model); else both are loaded
     from the models directory, checked by sha256.
     """
-    from engine.agents import AgentService, builtin_tools  # registers its tables' migration
+    from engine.agents import (  # registers its tables' migrations
+        AgentService,
+        WebhookService,
+        builtin_tools,
+    )
+    from engine.agents.http import HttpPolicy
+    from engine.agents.tables import TableStore
+    from engine.audit import AuditLog
+    from engine.conversations import ConversationService  # registers its tables' migration
     from engine.rag import RagService
     from engine.tasks.llm import EngineLLM
+    from engine.tenant_data import TenantDataService
 
     stack = contextlib.AsyncExitStack()
     try:
@@ -224,8 +248,56 @@ async def open_hearth(
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
         tasks = await open_tasks(engine, corpus)
+        conf = settings.agents
+        http = HttpPolicy.parse(
+            conf.http_allow_hosts, conf.http_timeout_s, conf.http_max_response_bytes
+        )
+        audit = AuditLog(corpus.db.store)
+        tables = TableStore(
+            settings.data_dir / "tables", max_rows=conf.sql_max_rows, timeout_s=conf.sql_timeout_s
+        )
+        tools = builtin_tools(
+            corpus.retrieval,
+            tables=tables,
+            classifiers=tasks.classifiers,
+            extraction=tasks.extraction,
+            http=http,
+        )
+        conversations = ConversationService(
+            corpus.db.store, memory_turns=conf.memory_turns, ttl_s=conf.conversation_ttl_s
+        )
         agents = AgentService(
-            corpus.db.store, EngineLLM(engine), builtin_tools(corpus.retrieval), corpus.jobs
+            corpus.db.store,
+            EngineLLM(engine),
+            tools,
+            corpus.jobs,
+            http=http,
+            audit=audit,
+            conversations=conversations,
+            tables=tables,
+        )
+        webhooks = WebhookService(
+            corpus.db.store,
+            agents,
+            tasks.workflows,
+            corpus.jobs,
+            http,
+            max_skew_s=conf.webhook_max_skew_s,
+        )
+        tenant_data = TenantDataService(
+            corpus.db,
+            corpus.retrieval.index.index_dir,
+            corpus.retrieval.index.drop,
+            caches=[
+                engine.responses,
+                tasks.classifiers,
+                tasks.workflows,
+                corpus.tenancy,
+                corpus.limits,
+                corpus.jobs,
+            ],
+            tables_path=tables.path,
+            flush=corpus.usage.flush,
         )
     except BaseException:
         await stack.aclose()
@@ -248,6 +320,11 @@ async def open_hearth(
         extraction=tasks.extraction,
         workflows=tasks.workflows,
         analysis=tasks.analysis,
+        audit=audit,
+        tables=tables,
+        conversations=conversations,
         agents=agents,
+        webhooks=webhooks,
+        tenant_data=tenant_data,
         _exit=stack,
     )

@@ -8,6 +8,7 @@ runs in threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,7 @@ class DocumentService:
             db,
             self._index,
             self._chunker,
-            embedder.embed,
+            functools.partial(embedder.embed, input_type="document"),
             limits,
             ing.embed_batch,
             embedding_model=settings.embeddings.model,

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -38,9 +38,22 @@ class TextEmbedder(Protocol):
         """The model's own tokenizer (Hugging Face fast): chunk sizes are counted with it."""
         ...
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32, L2-normalized rows; never blocks the event loop."""
+    async def embed(self, texts: list[str], input_type: InputType = None) -> np.ndarray:
+        """(n, dim) float32, L2-normalized rows; never blocks the event loop. ``input_type``
+        "query"/"document" prefixes the model's prompt for that side of a search, if it has one."""
         ...
+
+
+#: Which side of a search a text is on: its model may expect a prompt before it (None: no prompt).
+InputType = Literal["query", "document"] | None
+INPUT_TYPES = ("query", "document")
+
+
+def with_prompt(card: ModelCard, texts: list[str], input_type: InputType) -> list[str]:
+    """``texts`` behind the card's query or document prompt (unchanged when it has none), as
+    sentence-transformers' ``prompt=`` does for a model whose pooling includes the prompt."""
+    prompt = {"query": card.query_prompt, "document": card.document_prompt}.get(input_type or "")
+    return [prompt + t for t in texts] if prompt else list(texts)
 
 
 class Embedder:
@@ -119,8 +132,10 @@ class Embedder:
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         return [len(ids) for ids in enc]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32, L2-normalized rows. Inputs longer than max_seq_length are truncated."""
+    def encode(self, texts: list[str], input_type: InputType = None) -> np.ndarray:
+        """(n, dim) float32, L2-normalized rows. Inputs longer than max_seq_length are truncated.
+        ``input_type``: see :func:`with_prompt`."""
+        texts = with_prompt(self.card, texts, input_type)
         if self._onnx is not None:
             with self._lock:
                 return self._encode_onnx(texts)
@@ -161,9 +176,9 @@ class Embedder:
             out[idx] = pooled / np.clip(norms, 1e-12, None)
         return out
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], input_type: InputType = None) -> np.ndarray:
         """``encode`` in a worker thread."""
-        return await asyncio.to_thread(self.encode, texts)
+        return await asyncio.to_thread(self.encode, texts, input_type)
 
     @classmethod
     def load(

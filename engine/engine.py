@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.backends.base import Backend
+from engine.embeddings import INPUT_TYPES
 from engine.errors import InvalidRequestError, NotReadyError, UnprocessableError
 from engine.response_cache import ResponseCache
 from engine.runner import ModelPool, ModelRunner
@@ -29,7 +30,7 @@ from models.chat_templates import ChatMessage
 
 if TYPE_CHECKING:
     from configs import Settings
-    from engine.embeddings import Embedder
+    from engine.embeddings import Embedder, InputType
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +181,19 @@ class Engine:
 
     # ---- embeddings -------------------------------------------------------------------------
 
-    async def embed(self, texts: list[str], model: str | None = None) -> np.ndarray:
+    async def embed(
+        self, texts: list[str], model: str | None = None, input_type: InputType = None
+    ) -> np.ndarray:
         """(n, dim) float32 L2-normalized; runs off the event loop. ``model``: another embedding
-        model than the server's (loaded on first use), e.g. the one a classifier was trained on."""
+        model than the server's (loaded on first use), e.g. the one a classifier was trained on.
+        ``input_type``: "query"/"document" applies the model's prompt for it (if it has one)."""
         if not self._ready:
             raise NotReadyError("Hearth is starting: the embedding model is not loaded yet")
+        if input_type is not None and input_type not in INPUT_TYPES:
+            raise InvalidRequestError(
+                f"input_type must be one of {list(INPUT_TYPES)} or omitted, got {input_type!r}",
+                param="input_type",
+            )
         if len(texts) > self.settings.embeddings.max_inputs:
             raise InvalidRequestError(
                 f"at most {self.settings.embeddings.max_inputs} inputs per request, "
@@ -197,7 +206,7 @@ class Engine:
             embedder = self._other_embedders.get(model) or await asyncio.to_thread(
                 self.other_embedder, model
             )
-        return await asyncio.to_thread(embedder.encode, texts)
+        return await asyncio.to_thread(embedder.encode, texts, input_type)
 
     def other_embedder(self, model: str) -> Embedder:
         """The embedder of embedding model ``model`` (a card id), loaded once: its files are put

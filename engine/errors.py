@@ -55,8 +55,22 @@ class NotFoundError(HearthError):
     type = "not_found_error"
 
 
+class ConflictError(HearthError):
+    """The request conflicts with the current state (e.g. deleting a tenant whose job runs)."""
+
+    status = 409
+    type = "conflict_error"
+
+
 class PayloadTooLargeError(HearthError):
     status = 413
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaTypeError(HearthError):
+    """A body in a format the route does not read (JSON, or multipart for uploads)."""
+
+    status = 415
     type = "invalid_request_error"
 
 
@@ -98,6 +112,13 @@ class OverloadedError(RetryableError):
 class NotReadyError(RetryableError):
     status = 503
     type = "not_ready_error"
+
+
+class ShuttingDownError(RetryableError):
+    """The server drains for shutdown: retry on another instance or after it restarts."""
+
+    status = 503
+    type = "unavailable_error"
 
 
 class InsufficientStorageError(HearthError):

@@ -57,6 +57,10 @@ class JobService:
         self._runner.start()
         await self._workers.start()
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's jobs waiting in memory (``TenantDataService.purge``)."""
+        self._runner.forget_tenant(tenant)
+
     async def close(self) -> None:
         """Stop the workers; a durable job cut short is re-queued at the next start."""
         await self._workers.close()

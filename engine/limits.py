@@ -202,6 +202,18 @@ class LimitService:
                     [subject, json.dumps(limits)],
                 )
 
+    def forget_tenant(self, tenant: str) -> None:
+        """After a purge: reread the overrides (the tenant's and its keys' rows are gone) and
+        drop counters of subjects that no longer have any."""
+        assert self._db is not None
+        rows = self._db.store.fetchall("SELECT subject, limits FROM limit_overrides")
+        keys = {r[0] for r in self._db.store.fetchall("SELECT id FROM api_keys")}
+        with self._lock:
+            self._overrides = {subject: json.loads(raw) for subject, raw in rows}
+            for subject in list(self._counters):
+                if subject == tenant or (subject.startswith("key_") and subject not in keys):
+                    del self._counters[subject]
+
     # ---- admission ---------------------------------------------------------------------------
 
     def admit(self, tenant: str, key_id: str | None = None) -> Ticket:

@@ -74,9 +74,6 @@ class RetrievalStats:
     chunks_dropped: int
     best_score: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
 class Refusal:
@@ -89,15 +86,6 @@ class Refusal:
     message: str = REFUSAL_MESSAGE
     retrieval: RetrievalStats | None = None
     session_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "best_score": self.best_score,
-            "min_score": self.min_score,
-            "message": self.message,
-            "type": "insufficient_evidence",
-        }
 
 
 @dataclass(frozen=True)

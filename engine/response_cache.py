@@ -50,7 +50,12 @@ class ResponseCache:
             repr(req.response_format),
             req.add_special_tokens,
         )
-        return hashlib.sha256(repr(parts).encode()).hexdigest()
+        return f"{tenant}:{hashlib.sha256(repr(parts).encode()).hexdigest()}"
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop every answer cached for ``tenant`` (keys start with ``<tenant>:``)."""
+        for key in [k for k in self._entries if k.startswith(f"{tenant}:")]:
+            del self._entries[key]
 
     def get(self, key: str) -> tuple[GenerationEvent, ...] | None:
         events = self._entries.get(key)

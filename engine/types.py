@@ -155,17 +155,10 @@ class ToolCall:
     name: str
     arguments: str  # JSON text, as OpenAI sends it
 
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
 
 @dataclass
 class SchemaReport:
-    """What was enforced and how the output fared; ``to_dict`` is the wire form."""
+    """What was enforced and how the output fared."""
 
     kind: str
     enforced_by_grammar: list[str] = field(default_factory=list)
@@ -174,17 +167,6 @@ class SchemaReport:
     valid: bool | None = None
     errors: list[str] = field(default_factory=list)
     error: str | None = None  # None | "truncated" | "validation_failed" | "invalid_json"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "enforced_by_grammar": self.enforced_by_grammar,
-            "validated_after_generation": self.validated_after_generation,
-            "ignored": self.ignored,
-            "valid": self.valid,
-            "errors": self.errors,
-            "error": self.error,
-        }
 
 
 @dataclass

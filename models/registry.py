@@ -198,6 +198,8 @@ def _card_for(
         chat_template=template,
         weights_file=meta.weights_file,
         embedding_dim=meta.embedding_dim,
+        query_prompt=meta.query_prompt,
+        document_prompt=meta.document_prompt,
         weight_bytes=meta.size_bytes,
         quantization=meta.quantization,
         linked=linked,

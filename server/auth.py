@@ -4,10 +4,15 @@
 - ``/v1/admin/...`` needs ``Authorization: Bearer $HEARTH_ADMIN_KEY`` (unset: the admin API is
   off, 403); it sets no tenant. So does ``/metrics`` once tenant keys exist: its figures come
   from every tenant's traffic (in open mode there is one tenant, and it stays open to loopback).
-- Everything else: 503 until Hearth's services are up. Then, once any tenant key
-  exists, ``Authorization: Bearer <tenant key>`` is required and decides the tenant (never the
-  request body). With no keys, Hearth runs open as the single ``default`` tenant for loopback
-  clients only; a bearer token is then ignored (OpenAI clients always send one).
+- ``/v1/auth/login`` and ``/v1/auth/refresh`` are open: they take a user's password or refresh
+  token in the body.
+- Everything else: 503 until Hearth's services are up. Then, once any tenant key (or user)
+  exists, ``Authorization: Bearer <tenant key or user access token>`` is required and decides
+  the tenant (never the request body); an expired key is a 401. The credential's scopes (a key's
+  own, a user's role's: ``engine.storage.ROLES``) must include the one the route needs
+  (:func:`required_scope`), else 403 ``permission_error``. With no keys, Hearth runs open as the
+  single ``default`` tenant for loopback clients only, with every scope; a bearer token is then
+  ignored (OpenAI clients always send one).
 
 Then admission by the tenant's limits (``engine.LimitService.admit``) for every request that does
 work (POST, PUT, PATCH, DELETE), before the body is even read: over a limit it is a 429 naming the
@@ -15,25 +20,33 @@ limit with Retry-After and OpenAI's ``x-ratelimit-*`` headers; admitted, the req
 ``Ticket`` is in ``request.state["ticket"]`` (its tokens are charged when it ends), its response
 carries the same headers, and its concurrency slot is given back when the response is done.
 
-Failures are answered here with an OpenAI error body, before any handler runs.
+Failures are answered here, before any handler runs, through the one error table
+(``server.errors.send_error``).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from engine import TooManyRequestsError, current_tenant
+from engine import (
+    AuthenticationError,
+    HearthError,
+    NotReadyError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+    current_tenant,
+)
+from server.errors import send_error
 from server.state import state_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/", "/v1/auth/login", "/v1/auth/refresh"})
 OPEN_PREFIXES = ("/console/",)  # the console's static files (server.console)
 CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"
@@ -41,6 +54,33 @@ ADMIN_KEY_ENV = "HEARTH_ADMIN_KEY"
 DEFAULT_TENANT = "default"
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 _ADMITTED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST routes that only run the models over the request (nothing of the tenant's is changed).
+INFERENCE_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/retrieve",
+        "/v1/classify",
+        "/v1/extract",
+        "/tokenize",
+        "/detokenize",
+    }
+)
+TENANT_ADMIN_PREFIX = "/v1/users"
+TENANT_ADMIN_PATHS = frozenset({TENANT_ADMIN_PREFIX, "/v1/audit"})
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope a request needs: ``admin`` for the tenant's users (``/v1/users``) and audit log
+    (``/v1/audit``), ``read`` for
+    any other GET, ``inference`` for the model routes, ``write`` for every other change."""
+    if path in TENANT_ADMIN_PATHS or path.startswith(TENANT_ADMIN_PREFIX + "/"):
+        return "admin"
+    if method in _READ_METHODS:
+        return "read"
+    return "inference" if path in INFERENCE_PATHS else "write"
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -76,7 +116,7 @@ class TenantAuthMiddleware:
         else:
             error = await self._tenant(scope, token)
         if error is not None:
-            await _reply(send, *error)
+            await send_error(send, error)
             return
         state = scope.get("state", {})
         if "tenant" in state:  # engine work done on the tenant's behalf knows whose it is
@@ -88,7 +128,7 @@ class TenantAuthMiddleware:
         try:
             ticket = limits.admit(state["tenant"], state.get("key_id"))
         except TooManyRequestsError as exc:
-            await _reply(send, 429, exc.type, exc.message, exc.code, exc.retry_after, exc.headers)
+            await send_error(send, exc)
             return
         state["ticket"] = ticket
         try:
@@ -96,29 +136,25 @@ class TenantAuthMiddleware:
         finally:
             ticket.release()
 
-    def _admin(self, token: str | None) -> tuple[int, str, str] | None:
+    def _admin(self, token: str | None) -> HearthError | None:
         if not self.admin_key:
-            return 403, "permission_error", f"the admin API is disabled; set {ADMIN_KEY_ENV}"
+            return PermissionDeniedError(f"the admin API is disabled; set {ADMIN_KEY_ENV}")
         if token is None or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
-            return 401, "authentication_error", "invalid admin key"
+            return AuthenticationError("invalid admin key")
         return None
 
-    async def _tenant(self, scope: Scope, token: str | None) -> tuple[int, str, str] | None:
+    async def _tenant(self, scope: Scope, token: str | None) -> HearthError | None:
         hearth = state_of(scope["app"]).hearth
         state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
         if hearth is None:  # keys cannot be checked yet: nothing passes
-            return 503, "not_ready_error", "Hearth is starting"
+            return NotReadyError("Hearth is starting", retry_after=2)
         service = hearth.tenancy
         if not service.auth_required:
             client = (scope.get("client") or ("", 0))[0]
             if client not in _LOOPBACK:
-                return (
-                    401,
-                    "authentication_error",
-                    (
-                        "Hearth has no tenant keys yet and accepts only loopback clients; "
-                        "create a tenant and a key with the admin API"
-                    ),
+                return AuthenticationError(
+                    "Hearth has no tenant keys yet and accepts only loopback clients; "
+                    "create a tenant and a key with the admin API"
                 )
             if not self._warned_open:
                 log.warning("no tenant keys: running open as the %r tenant", DEFAULT_TENANT)
@@ -126,36 +162,22 @@ class TenantAuthMiddleware:
             state["tenant"] = DEFAULT_TENANT
             return None
         if token is None:
-            return 401, "authentication_error", "missing Authorization: Bearer <api key>"
+            return AuthenticationError("missing Authorization: Bearer <api key>")
         found = await service.identify(token)
         if found is None:
-            return 401, "authentication_error", "invalid API key"
-        state["tenant"], state["key_id"] = found
+            return AuthenticationError("invalid API key or access token")
+        if found.expired():
+            return AuthenticationError("this API key has expired; create a new one")
+        needed = required_scope(scope.get("method", "GET"), scope.get("path", ""))
+        if needed not in found.scopes:
+            who = f"role {found.role!r}" if found.role else "this API key"
+            return PermissionDeniedError(
+                f"{who} lacks the {needed!r} scope this request needs "
+                f"(it has {sorted(found.scopes)})"
+            )
+        state["tenant"], state["key_id"] = found.tenant, found.key_id
+        state["user_id"], state["scopes"] = found.user_id, found.scopes
         return None
-
-
-async def _reply(
-    send: Send,
-    status: int,
-    kind: str,
-    message: str,
-    code: str | None = None,
-    retry_after: int | None = None,
-    extra: dict[str, str] | None = None,
-) -> None:
-    body = json.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if status == 503:
-        retry_after = retry_after or 2
-    if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, retry_after)).encode()))
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _with_headers(send: Send, headers: dict[str, str]) -> Send:

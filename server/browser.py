@@ -20,10 +20,15 @@ address with no keys and no admin key refuses to start unless ``server.insecure_
 
 from __future__ import annotations
 
-import json
-
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from engine import (
+    HearthError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    UnsupportedMediaTypeError,
+)
+from server.errors import send_error
 from server.state import state_of
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "testclient")
@@ -63,7 +68,7 @@ class BrowserGuard:
         if error is None and self._open(scope):
             error = self._host(headers) or self._origin(headers)
         if error is not None:
-            await _reply(send, *error)
+            await send_error(send, error)
             return
         await self.app(scope, receive, send)
 
@@ -72,34 +77,30 @@ class BrowserGuard:
         hearth = state_of(scope["app"]).hearth
         return hearth is not None and not hearth.tenancy.auth_required
 
-    def _host(self, headers: dict[bytes, str]) -> tuple[int, str, str] | None:
+    def _host(self, headers: dict[bytes, str]) -> HearthError | None:
         if "*" in self.hosts or b"host" not in headers:  # browsers always send a Host
             return None
         host = _hostname(headers[b"host"])
         if host in self.hosts:
             return None
-        return (
-            400,
-            "invalid_request_error",
+        return InvalidRequestError(
             f"Host {host!r} is not allowed: Hearth runs without API keys and answers only "
-            "requests to its allowed host names (server.allowed_hosts)",
+            "requests to its allowed host names (server.allowed_hosts)"
         )
 
-    def _origin(self, headers: dict[bytes, str]) -> tuple[int, str, str] | None:
+    def _origin(self, headers: dict[bytes, str]) -> HearthError | None:
         origin = headers.get(b"origin")
         if origin is None or origin.lower() in self.origins:
             return None
         if origin.lower().split("://", 1)[-1] == headers.get(b"host", "").lower():
             return None  # same origin: a page Hearth served itself (its Host passed the list)
-        return (
-            403,
-            "permission_error",
+        return PermissionDeniedError(
             f"requests from web origin {origin!r} are refused: Hearth runs without API keys "
-            "(allow an origin with server.cors_origins)",
+            "(allow an origin with server.cors_origins)"
         )
 
     @staticmethod
-    def _content_type(scope: Scope, headers: dict[bytes, str]) -> tuple[int, str, str] | None:
+    def _content_type(scope: Scope, headers: dict[bytes, str]) -> HearthError | None:
         if scope.get("method") not in _BODY_METHODS:
             return None
         kind = headers.get(b"content-type", "").split(";")[0].strip().lower()
@@ -108,21 +109,10 @@ class BrowserGuard:
         no_body = headers.get(b"content-length", "0") == "0" and b"transfer-encoding" not in headers
         if not kind and no_body:
             return None  # no body at all
-        return (
-            415,
-            "invalid_request_error",
+        return UnsupportedMediaTypeError(
             f"Content-Type {kind or '(none)'!r} is not accepted: send the body as "
-            "application/json (uploads: multipart/form-data)",
+            "application/json (uploads: multipart/form-data)"
         )
-
-
-async def _reply(send: Send, status: int, kind: str, message: str) -> None:
-    body = json.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def open_mode_refusal(

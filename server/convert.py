@@ -1,40 +1,31 @@
-"""Wire ⇄ engine: one conversion per direction.
+"""Wire → engine: request structs become the engine's requests (the other direction, engine
+events → response structs, is ``server.mappers``).
 
-``*_to_engine`` validate what msgspec's types cannot (ranges, combinations) and raise
-InvalidRequestError naming the field; ``*_response``/``*_chunk`` shape engine events as OpenAI's
-JSON objects.
+Everything here validates what msgspec's types cannot (ranges, combinations) and raises
+InvalidRequestError naming the field.
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from engine import (
-    ChoiceDelta,
     Engine,
     GenerateRequest,
-    GenerationDone,
     InvalidRequestError,
-    LogprobEntry,
     NotFoundError,
-    Outcome,
     RetrievalOptions,
     SamplingParams,
     StructuredSpec,
-    Usage,
     build_spec,
 )
 from models import ModelCard
 from models.chat_templates import ROLES, ChatMessage
-from server.wire import ChatCompletionRequest, CompletionRequest, EmbeddingEntry, Message
+from server.wire import ChatCompletionRequest, CompletionRequest, Message
 
 MAX_STOP = 16
 MAX_LOGPROBS = 20
@@ -181,198 +172,6 @@ def chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
             text = f"{text}\n{calls}".strip()
         out.append(ChatMessage(msg.role, text, msg.name or msg.tool_call_id))
     return out
-
-
-# ---- engine → wire --------------------------------------------------------------------------
-
-
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    if usage.cached:  # answered from the exact response cache
-        out["cached"] = True
-    return out
-
-
-def _top_dict(entry: LogprobEntry) -> list[dict[str, Any]]:
-    return [{"token": tok, "logprob": lp, "bytes": list(raw)} for tok, _tid, raw, lp in entry.top]
-
-
-def chat_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
-    return {
-        "content": [
-            {
-                "token": e.token,
-                "logprob": e.logprob,
-                "bytes": list(e.bytes),
-                "top_logprobs": _top_dict(e),
-            }
-            for e in entries
-        ]
-    }
-
-
-def completion_logprobs(entries: Sequence[LogprobEntry], offset0: int = 0) -> dict[str, Any]:
-    offsets, pos = [], offset0
-    for e in entries:
-        offsets.append(pos)
-        pos += len(e.token)
-    return {
-        "tokens": [e.token for e in entries],
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [
-            {tok: lp for tok, _t, _b, lp in e.top} if e.top else None for e in entries
-        ],
-        "text_offset": offsets,
-    }
-
-
-class ChoiceAccumulator:
-    """Collects one choice's deltas for a non-streaming response."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.text: list[str] = []
-        self.logprobs: list[LogprobEntry] = []
-        self.finish_reason: str | None = None
-        self.structured: Outcome | None = None  # how a constrained choice fared
-
-    def add(self, delta: ChoiceDelta) -> None:
-        self.text.append(delta.text)
-        if delta.structured is not None:
-            self.structured = delta.structured
-        if delta.logprobs:
-            self.logprobs.extend(delta.logprobs)
-        if delta.finish_reason is not None:
-            self.finish_reason = str(delta.finish_reason)
-
-
-def _with_outcome(choice: dict[str, Any], acc: ChoiceAccumulator, *, chat: bool) -> dict:
-    """Structured output: tool calls and the schema report (server.structured)."""
-    from server.structured import apply_outcome
-
-    apply_outcome(choice, acc.structured, chat=chat)
-    return choice
-
-
-def chat_response(
-    rid: str,
-    model: str,
-    choices: Sequence[ChoiceAccumulator],
-    done: GenerationDone,
-    want_logprobs: bool,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    body = {
-        "id": rid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            _with_outcome(
-                {
-                    "index": c.index,
-                    "message": {"role": "assistant", "content": "".join(c.text)},
-                    "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
-                    "finish_reason": c.finish_reason,
-                },
-                c,
-                chat=True,
-            )
-            for c in sorted(choices, key=lambda c: c.index)
-        ],
-        "usage": usage_dict(done.usage),
-    }
-    body.update(extra or {})
-    return body
-
-
-def chat_chunk(
-    rid: str,
-    model: str,
-    created: int,
-    delta: dict[str, Any],
-    index: int,
-    finish_reason: str | None = None,
-    logprobs: Sequence[LogprobEntry] | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": index,
-                "delta": delta,
-                "logprobs": chat_logprobs(logprobs) if logprobs else None,
-                "finish_reason": finish_reason,
-            }
-        ],
-    }
-
-
-def completion_response(
-    rid: str,
-    model: str,
-    choices: Sequence[ChoiceAccumulator],
-    done: GenerationDone,
-    echo_text: str,
-    want_logprobs: bool,
-    index_offset: int = 0,
-) -> list[dict[str, Any]]:
-    out = []
-    for c in sorted(choices, key=lambda c: c.index):
-        entries = list(c.logprobs)
-        if echo_text and want_logprobs and done.prompt_logprobs:
-            entries = list(done.prompt_logprobs) + entries
-        out.append(
-            _with_outcome(
-                {
-                    "index": c.index + index_offset,
-                    "text": echo_text + "".join(c.text),
-                    "logprobs": completion_logprobs(entries) if want_logprobs else None,
-                    "finish_reason": c.finish_reason,
-                },
-                c,
-                chat=False,
-            )
-        )
-    return out
-
-
-def completion_chunk(
-    rid: str,
-    model: str,
-    created: int,
-    index: int,
-    text: str,
-    finish_reason: str | None = None,
-    logprobs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
-        ],
-    }
-
-
-def embedding_data(vectors: np.ndarray, encoding_format: str) -> list[EmbeddingEntry]:
-    data = []
-    for i, vec in enumerate(vectors):
-        if encoding_format == "base64":
-            value: list[float] | str = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
-        else:
-            value = vec.tolist()
-        data.append(EmbeddingEntry(i, value))
-    return data
 
 
 # ---- requests → engine calls ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The one exception → HTTP table. Every error leaves as an OpenAI error body.
 
-``{"error": {"message", "type", "param", "code"}}``; 429/503 carry ``Retry-After``.
+``{"error": {"message", "type", "param", "code"}}``; 429/503 carry ``Retry-After``. Handlers
+raise ``HearthError``s (Litestar's exception handlers below answer them); ASGI middleware that
+answers before routing (auth, browser safety) sends the same answer with ``send_error``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import re
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import Send
 
 from engine import (
+    AuthenticationError,
     HearthError,
     InsufficientStorageError,
     InvalidRequestError,
@@ -45,18 +49,32 @@ def error_body(
     return ErrorBody(ErrorDetail(message, type_, param, code))
 
 
-def hearth_error_response(exc: HearthError) -> Response:
+def _answer(exc: HearthError) -> tuple[ErrorBody, dict[str, str]]:
+    """The body and headers of ``exc``'s response (its status is ``exc.status``)."""
     headers = {}
     if isinstance(exc, RetryableError):
         headers.update(exc.headers)
         headers["Retry-After"] = str(max(1, int(exc.retry_after)))
-    if exc.status >= 500:
+    if isinstance(exc, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status >= 500 and not isinstance(exc, RetryableError):  # 503s are expected states
         log.error("%s: %s", type(exc).__name__, exc.message)
-    return Response(
-        error_body(exc.message, exc.type, exc.param, exc.code),
-        status_code=exc.status,
-        headers=headers,
-    )
+    return error_body(exc.message, exc.type, exc.param, exc.code), headers
+
+
+def hearth_error_response(exc: HearthError) -> Response:
+    body, headers = _answer(exc)
+    return Response(body, status_code=exc.status, headers=headers)
+
+
+async def send_error(send: Send, exc: HearthError) -> None:
+    """Answer ``exc`` from ASGI middleware, before any route runs, as the table does."""
+    body, headers = _answer(exc)
+    raw = msgspec.json.encode(body)
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    head += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
 
 
 def _on_hearth_error(_: Request, exc: HearthError) -> Response:

@@ -7,10 +7,11 @@ every route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine import Hearth, NotReadyError
+from server.drain import Drain
 from server.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class ServerState:
     metrics: Metrics
     hearth: Hearth | None = None
     start_error: str | None = None
+    drain: Drain = field(default_factory=Drain)  # graceful shutdown (server.drain)
 
     def services(self) -> Hearth:
         if self.hearth is None:

@@ -1,5 +1,7 @@
 """Bodies on the wire (msgspec). Request structs reject unknown fields, never silently ignoring
-them; response structs are built by the mappers (``server.mappers``, ``server.convert``).
+them; response structs are built by the mappers (``server.mappers``). A response field typed
+``X | UnsetType`` is left out of the JSON while UNSET (OpenAI's shape leaves it out), while one
+typed ``X | None`` is always there, null when empty (``logprobs: null``).
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -100,6 +103,8 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     # Retrieval-augmented chat (documents subsystem).
     retrieval: dict[str, Any] | None = None
     session_id: str | None = None
+    # Memory across requests: a conversation id from POST /v1/conversations.
+    conversation: str | None = None
 
 
 class EmbeddingRequest(Strict):
@@ -110,6 +115,9 @@ class EmbeddingRequest(Strict):
     user: str | None = None
     # Extra: cut inputs longer than the model's window instead of rejecting them.
     truncate: bool = False
+    # Extra: "query" or "document" puts the model's prompt for that side of a search before each
+    # input (models with such prompts, e.g. EmbeddingGemma); omitted: the text as given.
+    input_type: str | None = None
 
 
 class TokenizeRequest(Strict):
@@ -185,3 +193,183 @@ class EmbeddingList(msgspec.Struct):
     model: str
     usage: EmbeddingUsage
     object: str = "list"
+
+
+# ---- chat completions and completions ---------------------------------------------------------
+
+
+class CompletionUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached: bool | UnsetType = UNSET  # Hearth: true when answered from the exact response cache
+
+
+class TopLogprob(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatLogprob(msgspec.Struct):
+    token: str
+    logprob: float | None
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(msgspec.Struct):
+    content: list[ChatLogprob]
+
+
+class CompletionLogprobs(msgspec.Struct):
+    """The legacy completions API's column-wise logprobs."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class SchemaReport(msgspec.Struct):
+    """Hearth: what a constrained choice's response format enforced and how the output fared."""
+
+    kind: str
+    enforced_by_grammar: list[str]
+    validated_after_generation: list[str]
+    ignored: list[str]
+    valid: bool | None
+    errors: list[str]
+    error: str | None  # None | "truncated" | "validation_failed" | "invalid_json"
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str | None
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    refusal: str | UnsetType = UNSET
+
+
+class ChatChoice(msgspec.Struct, kw_only=True):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+    schema_report: SchemaReport | UnsetType = UNSET
+
+
+class FunctionDelta(msgspec.Struct, kw_only=True):
+    name: str | UnsetType = UNSET  # the first piece of a call only
+    arguments: str
+
+
+class ToolCallDelta(msgspec.Struct, kw_only=True):
+    """A streamed piece of tool call ``index``: the first carries id, type and name."""
+
+    index: int
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    function: FunctionDelta
+
+
+class ChatDelta(msgspec.Struct, kw_only=True):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
+    refusal: str | UnsetType = UNSET
+
+
+class ChatChunkChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+    schema_report: SchemaReport | UnsetType = UNSET
+
+
+class Citation(msgspec.Struct):
+    """Hearth RAG: one numbered source of the answer, with the quote's offsets."""
+
+    number: int
+    document_id: str
+    chunk_id: int
+    collection: str
+    score: float
+    quote: str
+    start: int  # the quote's offsets in the chunk text
+    end: int
+    document_start: int  # and in the document text
+    document_end: int
+    page: int | None
+    match: str  # "answer": shares a passage with the answer; "question": best sentence
+    verified: bool
+
+
+class RetrievalFigures(msgspec.Struct):
+    collections: list[str]
+    mode: str
+    chunks_retrieved: int
+    chunks_in_context: int
+    chunks_dropped: int
+    best_score: float
+
+
+class RagRefusal(msgspec.Struct, kw_only=True):
+    reason: str  # "weak_evidence" | "no_evidence"
+    best_score: float
+    min_score: float
+    message: str
+    type: str = "insufficient_evidence"
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """``chat.completion``; a RAG turn adds the five Hearth fields after ``usage``."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage
+    citations: list[Citation] | UnsetType = UNSET
+    confidence: float | UnsetType = UNSET
+    refusal: RagRefusal | None | UnsetType = UNSET
+    session_id: str | None | UnsetType = UNSET
+    retrieval: RetrievalFigures | None | UnsetType = UNSET
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    """One SSE event; ``usage`` only in the last (with ``include_usage``), the RAG fields only in
+    the chunk with no choices just before ``[DONE]`` (or a refusal's closing chunk)."""
+
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: CompletionUsage | UnsetType = UNSET
+    citations: list[Citation] | UnsetType = UNSET
+    confidence: float | UnsetType = UNSET
+    refusal: RagRefusal | None | UnsetType = UNSET
+    session_id: str | None | UnsetType = UNSET
+    retrieval: RetrievalFigures | None | UnsetType = UNSET
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None
+    schema_report: SchemaReport | UnsetType = UNSET
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    """``text_completion``: the collected body (with ``usage``) and each SSE chunk (usage only in
+    the last, with ``include_usage``)."""
+
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | UnsetType = UNSET

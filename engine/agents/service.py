@@ -18,8 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.agents.tools import Tool, ToolResult
+from engine.agents.http import HttpPolicy
+from engine.agents.tables import MAX_SQL_CHARS, TableStore
+from engine.agents.tools import Tool, ToolResult, sql_params, sql_template_tool, webhook_tool
+from engine.conversations import ConversationService, Turn, memory_text
 from engine.errors import InvalidRequestError, NotFoundError
+from engine.grammar.schema_check import check_schema
 from engine.jobs import JobContext
 from engine.storage import Store, register_migration
 
@@ -55,11 +59,63 @@ register_migration(
     )
     """,
 )
+register_migration(
+    "agents",
+    2,
+    "user-defined webhook tools",
+    """
+    CREATE TABLE agent_tools (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spec JSON NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (tenant_id, name)
+    )
+    """,
+)
+
+register_migration(
+    "agents",
+    3,
+    "the conversation an agent run belongs to",
+    "ALTER TABLE agent_runs ADD COLUMN conversation TEXT",
+)
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_INPUT_CHARS = 8000
 MAX_ANSWER_CHARS = 600
+MAX_TENANT_TOOLS = 64
+MEMORY_CHARS = 2400  # the conversation memory in an agent's prompt (about 600 tokens)
 FINAL = "final"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A user-defined tool; ``parameters`` is the JSON schema of its arguments object. Exactly
+    one body: a webhook (the arguments POSTed, signed, to ``url``, an allow-listed host) or
+    ``sql`` (one statement over the tenant's tables, each ``$name`` bound to that argument;
+    ``write`` lets it insert or update rows there, else it is read-only)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    url: str | None = None
+    sql: str | None = None
+    write: bool = False
+
+    @property
+    def type(self) -> str:
+        return "sql" if self.sql is not None else "webhook"
+
+    def as_dict(self) -> dict[str, Any]:
+        body = {"url": self.url} if self.sql is None else {"sql": self.sql, "write": self.write}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            **body,
+        }
 
 
 @dataclass(frozen=True)
@@ -96,6 +152,7 @@ class AgentRun:
     error: str | None
     job_id: str | None
     tokens: int
+    conversation: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -105,23 +162,175 @@ class AgentRun:
 
 class AgentService:
     """``llm``: a :class:`engine.tasks.llm.TaskLLM` (grammar-constrained completion);
-    ``tools``: every tool an agent may name; ``jobs``: the durable queue for background runs."""
+    ``tools``: the built-in tools every tenant may name; ``jobs``: the durable queue for
+    background runs; ``http``: where webhook tools may call; ``audit``: the tenant audit log
+    (every run and tool call is recorded there)."""
 
-    def __init__(self, store: Store, llm: Any, tools: dict[str, Tool], jobs: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        llm: Any,
+        tools: dict[str, Tool],
+        jobs: Any,
+        *,
+        http: HttpPolicy | None = None,
+        audit: Any | None = None,
+        conversations: ConversationService | None = None,
+        tables: TableStore | None = None,
+    ) -> None:
         self.store = store
         self.llm = llm
         self.tools = dict(tools)
         self.jobs = jobs
+        self.http = http or HttpPolicy()
+        self.audit = audit
+        self.conversations = conversations
+        self.tables = tables
         jobs.register("agent_run", self._run_job)
 
     def add_tool(self, tool: Tool) -> None:
-        """Make a user-defined tool available to agents (the examples add theirs here)."""
+        """Make a Python tool available to every tenant's agents."""
         self.tools[tool.name] = tool
+
+    # ---- tools --------------------------------------------------------------------------
+
+    async def create_tool(self, tenant: str, spec: ToolSpec) -> tuple[dict[str, Any], str]:
+        """Store a tenant's tool; returns it and its signing secret (shown once; a re-create
+        with the same name replaces the tool and its secret; SQL tools send no signature)."""
+        if not NAME.match(spec.name):
+            raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
+        if spec.name in self.tools or spec.name == FINAL:
+            raise InvalidRequestError(f"{spec.name!r} is a built-in tool's name", param="name")
+        if not 0 < len(spec.description) <= 500:
+            raise InvalidRequestError("description: 1-500 characters", param="description")
+        params = spec.parameters
+        if not isinstance(params, dict) or params.get("type") != "object":
+            raise InvalidRequestError(
+                'parameters: a JSON schema with "type": "object"', param="parameters"
+            )
+        if len(json.dumps(params)) > 4000:
+            raise InvalidRequestError("parameters: at most 4000 characters", param="parameters")
+        check_schema(params, param="parameters")
+        if (spec.url is None) == (spec.sql is None):
+            raise InvalidRequestError("give exactly one of url or sql", param="url")
+        if spec.url is not None:
+            self.http.check_url(spec.url)
+        else:
+            self._check_sql(spec)
+        secret = "whsec_" + secrets.token_hex(24)
+
+        def write() -> None:
+            with self.store.transaction() as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM agent_tools WHERE tenant_id = ? AND name <> ?",
+                    [tenant, spec.name],
+                ).fetchone()
+                if row and row[0] >= MAX_TENANT_TOOLS:
+                    raise InvalidRequestError(
+                        f"at most {MAX_TENANT_TOOLS} tools per tenant; delete one first",
+                        param="name",
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO agent_tools (tenant_id, name, spec, secret) "
+                    "VALUES (?, ?, ?, ?)",
+                    [tenant, spec.name, json.dumps(spec.as_dict()), secret],
+                )
+
+        await asyncio.to_thread(write)
+        return {"type": spec.type, **spec.as_dict()}, secret
+
+    def _check_sql(self, spec: ToolSpec) -> None:
+        sql = spec.sql or ""
+        if self.tables is None:
+            raise InvalidRequestError("SQL tools are not enabled", param="sql")
+        if not 0 < len(sql) <= MAX_SQL_CHARS:
+            raise InvalidRequestError(f"sql: 1-{MAX_SQL_CHARS} characters", param="sql")
+        declared = set(spec.parameters.get("properties", {}))
+        unknown = [p for p in sql_params(sql) if p not in declared]
+        if unknown:
+            raise InvalidRequestError(
+                f"sql uses ${unknown[0]}, which is not in parameters.properties", param="sql"
+            )
+
+    async def list_tools(self, tenant: str) -> list[dict[str, Any]]:
+        """The built-ins then the tenant's webhook tools (never their secrets)."""
+        out = [
+            {
+                "type": "builtin",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            }
+            for t in self.tools.values()
+        ]
+        for spec, _ in await self._tenant_tools(tenant):
+            out.append({"type": spec.type, **spec.as_dict()})
+        return out
+
+    async def delete_tool(self, tenant: str, name: str) -> None:
+        row = await asyncio.to_thread(
+            self.store.fetchone,
+            "SELECT 1 FROM agent_tools WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+        if row is None:
+            raise NotFoundError(f"tool {name!r} not found", param="name")
+        await asyncio.to_thread(
+            self.store.execute,
+            "DELETE FROM agent_tools WHERE tenant_id = ? AND name = ?",
+            [tenant, name],
+        )
+
+    async def tools_for(self, tenant: str) -> dict[str, Tool]:
+        """Every tool the tenant's agents may name: the built-ins and its webhook tools."""
+        tools = dict(self.tools)
+        for spec, secret in await self._tenant_tools(tenant):
+            if spec.sql is not None and self.tables is not None:
+                tools[spec.name] = sql_template_tool(
+                    spec.name,
+                    spec.description,
+                    spec.parameters,
+                    spec.sql,
+                    spec.write,
+                    self.tables,
+                )
+            elif spec.url is not None:
+                tools[spec.name] = webhook_tool(
+                    spec.name, spec.description, spec.parameters, spec.url, secret, self.http
+                )
+        return tools
+
+    async def call_tool(self, tenant: str, name: str, arguments: Any) -> ToolResult:
+        """Call one tool directly (no model), recorded in the audit log."""
+        tool = (await self.tools_for(tenant)).get(name)
+        if tool is None:
+            raise NotFoundError(f"tool {name!r} not found", param="name")
+        if not isinstance(arguments, dict):
+            raise InvalidRequestError("arguments: a JSON object", param="arguments")
+        result = await tool.call(tenant, arguments)
+        await self.record_audit(
+            tenant, "tool.call", name, {"arguments": arguments, "success": result.success}
+        )
+        return result
+
+    async def _tenant_tools(self, tenant: str) -> list[tuple[ToolSpec, str]]:
+        rows = await asyncio.to_thread(
+            self.store.fetchall,
+            "SELECT spec, secret FROM agent_tools WHERE tenant_id = ? ORDER BY name",
+            [tenant],
+        )
+        return [(ToolSpec(**json.loads(spec)), secret) for spec, secret in rows]
+
+    async def record_audit(
+        self, tenant: str, action: str, subject: str | None, detail: dict[str, Any]
+    ) -> None:
+        if self.audit is not None:
+            await self.audit.record(tenant, action, subject, detail)
 
     # ---- agents -------------------------------------------------------------------------
 
     async def create(self, tenant: str, spec: AgentSpec) -> AgentSpec:
-        self._check(spec)
+        self._check(spec, await self.tools_for(tenant))
         await asyncio.to_thread(
             self.store.execute,
             "INSERT OR REPLACE INTO agents (tenant_id, name, spec) VALUES (?, ?, ?)",
@@ -148,15 +357,15 @@ class AgentService:
             [tenant, name],
         )
 
-    def _check(self, spec: AgentSpec) -> None:
+    def _check(self, spec: AgentSpec, available: dict[str, Tool]) -> None:
         if not NAME.match(spec.name):
             raise InvalidRequestError("name: 1-64 of a-z A-Z 0-9 _ -", param="name")
         if not 0 < len(spec.instructions) <= 4000:
             raise InvalidRequestError("instructions: 1-4000 characters", param="instructions")
-        unknown = [t for t in spec.tools if t not in self.tools]
+        unknown = [t for t in spec.tools if t not in available]
         if unknown or len(spec.tools) > 16:
             raise InvalidRequestError(
-                f"unknown tools {unknown}; available: {sorted(self.tools)} (at most 16)",
+                f"unknown tools {unknown}; available: {sorted(available)} (at most 16)",
                 param="tools",
             )
         bounds = (
@@ -179,16 +388,23 @@ class AgentService:
         *,
         background: bool = False,
         idempotency_key: str | None = None,
+        conversation: str | None = None,
     ) -> AgentRun:
-        """Run the agent on ``text``: inline (the finished run) or as a durable job (queued)."""
+        """Run the agent on ``text``: inline (the finished run) or as a durable job (queued).
+        With ``conversation`` the prompt holds its memory and the turn is added to it."""
         spec = await self.get(tenant, name)
         if not 0 < len(text) <= MAX_INPUT_CHARS:
             raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        if conversation is not None:
+            if self.conversations is None:
+                raise InvalidRequestError("conversations are not enabled", param="conversation")
+            await self.conversations.get(tenant, conversation)  # 404 before any work
         run_id = "run_" + secrets.token_hex(10)
         await asyncio.to_thread(
             self.store.execute,
-            "INSERT INTO agent_runs (id, tenant_id, agent, status, input) VALUES (?, ?, ?, ?, ?)",
-            [run_id, tenant, name, "queued", text],
+            "INSERT INTO agent_runs (id, tenant_id, agent, status, input, conversation) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text, conversation],
         )
         if background:
             job = await self.jobs.enqueue(
@@ -209,10 +425,30 @@ class AgentService:
         await self._loop(tenant, spec, run_id)
         return await self.run(tenant, run_id)
 
+    async def run_as(
+        self, tenant: str, name: str, text: str, run_id: str, ctx: JobContext | None = None
+    ) -> AgentRun:
+        """Run, or continue, run ``run_id`` of agent ``name`` on ``text``: the idempotent entry
+        for a job that owns a run (run again after a crash, it continues the same run)."""
+        spec = await self.get(tenant, name)
+        if not 0 < len(text) <= MAX_INPUT_CHARS:
+            raise InvalidRequestError(f"input: 1-{MAX_INPUT_CHARS} characters", param="input")
+        await asyncio.to_thread(
+            self.store.execute,
+            "INSERT OR IGNORE INTO agent_runs (id, tenant_id, agent, status, input, job_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, tenant, name, "queued", text, None if ctx is None else ctx.job.id],
+        )
+        run = await self.run(tenant, run_id)
+        if not run.finished:
+            await self._loop(tenant, spec, run_id, ctx)
+        return await self.run(tenant, run_id)
+
     async def run(self, tenant: str, run_id: str) -> AgentRun:
         def load() -> AgentRun:
             row = self.store.fetchone(
-                "SELECT id, agent, status, input, output, error, job_id, tokens FROM agent_runs "
+                "SELECT id, agent, status, input, output, error, job_id, tokens, conversation "
+                "FROM agent_runs "
                 "WHERE id = ? AND tenant_id = ?",
                 [run_id, tenant],
             )
@@ -237,13 +473,40 @@ class AgentService:
     async def _loop(
         self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
     ) -> None:
+        """Run the steps, then record the run's outcome in the audit log."""
+        await self._steps(tenant, spec, run_id, ctx)
+        run = await self.run(tenant, run_id)
+        if run.conversation and run.status == "succeeded" and self.conversations is not None:
+            await self.conversations.append(
+                tenant,
+                run.conversation,
+                [Turn("user", run.input), Turn("assistant", run.output or "")],
+            )
+        detail = {
+            "agent": spec.name,
+            "status": run.status,
+            "steps": len(run.steps),
+            "tokens": run.tokens,
+            "error": run.error,
+            "job_id": run.job_id,
+        }
+        await self.record_audit(tenant, "agent.run", run_id, detail)
+
+    async def _steps(
+        self, tenant: str, spec: AgentSpec, run_id: str, ctx: JobContext | None = None
+    ) -> None:
         """Continue the run from its last stored step until a final answer or a bound."""
         run = await self.run(tenant, run_id)
         await self._set(run_id, status="running")
-        tools = {n: self.tools[n] for n in spec.tools if n in self.tools}
+        available = await self.tools_for(tenant)
+        tools = {n: available[n] for n in spec.tools if n in available}
         schema = action_schema(tools)
         tokens, started = run.tokens, time.monotonic()
         steps = list(run.steps)
+        memory = ""
+        if run.conversation and self.conversations is not None:
+            conv = await self.conversations.get(tenant, run.conversation)
+            memory = memory_text(conv, MEMORY_CHARS)
         while True:
             if len(steps) >= spec.max_steps:
                 return await self._set(run_id, status="stopped", error="max_steps reached")
@@ -253,7 +516,7 @@ class AgentService:
                 return await self._set(run_id, status="stopped", error="time limit reached")
             if ctx is not None:
                 await ctx.progress(100 * len(steps) // spec.max_steps, f"step {len(steps) + 1}")
-            prompt = render_prompt(spec, tools, run.input, steps)
+            prompt = render_prompt(spec, tools, run.input, steps, memory)
             t0 = time.perf_counter()
             out = await self.llm.complete(prompt, schema=schema, max_tokens=spec.step_tokens)
             used = out.prompt_tokens + out.completion_tokens
@@ -282,6 +545,19 @@ class AgentService:
                     "arguments": args,
                     "result": result.as_dict(),
                 }
+                await self.record_audit(
+                    tenant,
+                    "agent.tool_call",
+                    run_id,
+                    {
+                        "agent": spec.name,
+                        "step": len(steps),
+                        "tool": name,
+                        "arguments": args,
+                        "success": result.success,
+                        "message": result.message[:300],
+                    },
+                )
             step["seconds"] = round(time.perf_counter() - t0, 3)
             await self._store_step(run_id, step, tokens)
             steps.append(step)
@@ -334,13 +610,19 @@ def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
 
 
 def render_prompt(
-    spec: AgentSpec, tools: dict[str, Tool], text: str, steps: list[dict[str, Any]]
+    spec: AgentSpec,
+    tools: dict[str, Tool],
+    text: str,
+    steps: list[dict[str, Any]],
+    memory: str = "",
 ) -> str:
     lines = [spec.instructions, "", "Tools (answer with one JSON action per turn):"]
     for tool in tools.values():
         args = json.dumps(tool.parameters.get("properties", {}))
         lines.append(f'- {{"tool": "{tool.name}", "arguments": {args}}}: {tool.description}')
     lines.append(f'- {{"tool": "{FINAL}", "answer": "..."}}: reply to the user and stop.')
+    if memory:
+        lines += ["", "Earlier in this conversation:", memory]
     lines += ["", f"User: {text}"]
     for step in steps:
         if step["type"] == "tool":

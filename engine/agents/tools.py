@@ -6,13 +6,20 @@ message: a failing tool never crashes a run.
 from __future__ import annotations
 
 import ast
+import asyncio
 import logging
 import operator
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.agents.http import HttpCallError, HttpPolicy
+from engine.agents.tables import QueryError, TableStore
+
 log = logging.getLogger(__name__)
+
+MAX_EXTRACT_FIELDS = 12
 
 
 @dataclass(frozen=True)
@@ -160,9 +167,195 @@ def retrieve_tool(retrieval: Any) -> Tool:
     )
 
 
-def builtin_tools(retrieval: Any | None) -> dict[str, Tool]:
-    tools = {CALCULATOR.name: CALCULATOR}
+def sql_tool(tables: TableStore) -> Tool:
+    """``sql_query``: read-only SQL over the tenant's own tables (a row and a time limit)."""
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        try:
+            found = await asyncio.to_thread(tables.query, tenant, str(args["sql"]))
+        except QueryError as exc:
+            return ToolResult(False, None, str(exc))
+        data = {"columns": found.columns, "rows": found.rows, "truncated": found.truncated}
+        more = f" (first {len(found.rows)})" if found.truncated else ""
+        return ToolResult(True, data, f"{len(found.rows)} row(s){more}")
+
+    return Tool(
+        "sql_query",
+        "Run one read-only SQL query (DuckDB) over your tables; returns columns and rows.",
+        {
+            "type": "object",
+            "properties": {"sql": {"type": "string", "maxLength": 400}},
+            "required": ["sql"],
+            "additionalProperties": False,
+        },
+        run,
+    )
+
+
+def classify_tool(classifiers: Any) -> Tool:
+    """``classify``: one of the tenant's trained classifiers on a text (the top label)."""
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        found = await classifiers.classify(tenant, str(args["classifier"]), [str(args["text"])])
+        top = found[0]
+        return ToolResult(True, top, f"label {top['label']!r} ({top['confidence']:.2f})")
+
+    return Tool(
+        "classify",
+        "Label a text with one of your classifiers; returns label and confidence.",
+        {
+            "type": "object",
+            "properties": {
+                "classifier": {"type": "string", "maxLength": 64},
+                "text": {"type": "string", "maxLength": 1000},
+            },
+            "required": ["classifier", "text"],
+            "additionalProperties": False,
+        },
+        run,
+    )
+
+
+def extract_tool(extraction: Any) -> Tool:
+    """``extract``: named string fields out of a text (schema-constrained extraction)."""
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        names = [str(f) for f in args["fields"]][:MAX_EXTRACT_FIELDS]
+        schema = {
+            "type": "object",
+            "properties": {n: {"type": ["string", "null"]} for n in names},
+            "required": names,
+        }
+        found = (await extraction.extract(tenant, [str(args["text"])], schema))[0]
+        return ToolResult(found.valid, found.object, "extracted" if found.valid else "invalid")
+
+    return Tool(
+        "extract",
+        "Pull the named fields out of a text; returns an object of those fields.",
+        {
+            "type": "object",
+            "properties": {
+                "text": {"type": "string", "maxLength": 2000},
+                "fields": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": 40},
+                    "minItems": 1,
+                    "maxItems": MAX_EXTRACT_FIELDS,
+                },
+            },
+            "required": ["text", "fields"],
+            "additionalProperties": False,
+        },
+        run,
+    )
+
+
+def http_tool(policy: HttpPolicy) -> Tool:
+    """``http_request``: GET or POST JSON to an allow-listed host (off when none is listed)."""
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        method = str(args.get("method", "GET"))
+        try:
+            status, body = await policy.call(method, str(args["url"]), args.get("body"))
+        except HttpCallError as exc:
+            return ToolResult(False, None, str(exc))
+        return ToolResult(200 <= status < 300, body, f"HTTP {status}")
+
+    return Tool(
+        "http_request",
+        "Call an allow-listed HTTP endpoint with JSON; returns its answer.",
+        {
+            "type": "object",
+            "properties": {
+                "method": {"enum": ["GET", "POST"]},
+                "url": {"type": "string", "maxLength": 300},
+                "body": {"type": "object"},
+            },
+            "required": ["method", "url"],
+            "additionalProperties": False,
+        },
+        run,
+    )
+
+
+def webhook_tool(
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    url: str,
+    secret: str,
+    policy: HttpPolicy,
+) -> Tool:
+    """A user-defined tool: its arguments POSTed as JSON to ``url``, signed with the tool's
+    secret. The endpoint answers ``{success, data, message}`` (any other JSON is the data of a
+    success); a non-2xx status, a refused host, the deadline, a too-big body or a redirect is
+    ``success: false``."""
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        try:
+            status, body = await policy.call(
+                "POST", url, {"tool": name, "arguments": args}, secret=secret
+            )
+        except HttpCallError as exc:
+            return ToolResult(False, None, str(exc))
+        if not 200 <= status < 300:
+            return ToolResult(False, body, f"HTTP {status}")
+        if isinstance(body, dict) and isinstance(body.get("success"), bool):
+            return ToolResult(body["success"], body.get("data"), str(body.get("message", "")))
+        return ToolResult(True, body, f"HTTP {status}")
+
+    return Tool(name, description, parameters, run)
+
+
+def sql_template_tool(
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    sql: str,
+    write: bool,
+    tables: TableStore,
+) -> Tool:
+    """A user-defined tool that runs one parameterized SQL statement over the tenant's tables:
+    each ``$name`` in ``sql`` is bound to that argument (never spliced into the text)."""
+    names = sql_params(sql)
+
+    async def run(tenant: str, args: dict[str, Any]) -> ToolResult:
+        bound = {n: args.get(n) for n in names}
+        try:
+            found = await asyncio.to_thread(tables.query, tenant, sql, bound, write=write)
+        except QueryError as exc:
+            return ToolResult(False, None, str(exc))
+        rows = [dict(zip(found.columns, row, strict=True)) for row in found.rows]
+        if not rows:
+            return ToolResult(False, [], "no matching rows")
+        return ToolResult(True, rows, f"{len(rows)} row(s)")
+
+    return Tool(name, description, parameters, run)
+
+
+def sql_params(sql: str) -> list[str]:
+    """The ``$name`` parameters of a SQL text, in order of first use."""
+    return list(dict.fromkeys(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", sql)))
+
+
+def builtin_tools(
+    retrieval: Any | None,
+    *,
+    tables: TableStore | None = None,
+    classifiers: Any | None = None,
+    extraction: Any | None = None,
+    http: HttpPolicy | None = None,
+) -> dict[str, Tool]:
+    """Every built-in tool the given services allow; ``http_request`` only with an allow-list."""
+    tools = [CALCULATOR]
     if retrieval is not None:
-        tool = retrieve_tool(retrieval)
-        tools[tool.name] = tool
-    return tools
+        tools.append(retrieve_tool(retrieval))
+    if tables is not None:
+        tools.append(sql_tool(tables))
+    if classifiers is not None:
+        tools.append(classify_tool(classifiers))
+    if extraction is not None:
+        tools.append(extract_tool(extraction))
+    if http is not None and http.enabled:
+        tools.append(http_tool(http))
+    return {t.name: t for t in tools}

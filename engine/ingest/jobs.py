@@ -53,6 +53,9 @@ class RoundRobin:
     def qsize(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def drop(self, tenant: str) -> None:
+        self._queues.pop(tenant, None)
+
 
 class JobRunner:
     def __init__(self, db: Database) -> None:
@@ -78,6 +81,10 @@ class JobRunner:
     def submit(self, job: Job, body: JobBody) -> None:
         self._queue.put(job.tenant_id, (job, body))
         self._changed.setdefault(job.id, asyncio.Event())
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's jobs still waiting in memory (their rows are gone)."""
+        self._queue.drop(tenant)
 
     @property
     def pending(self) -> int:

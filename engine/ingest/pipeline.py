@@ -155,7 +155,7 @@ class Ingestor:
         old: Document | None = None,
         client_id: str | None = None,
     ) -> None:
-        with self.retriever.writing():
+        with self.retriever.writing(doc.collection_id):
             if old is None:
                 ids = self.db.corpus.complete_document(doc, chunks, vectors, n_pages)
             else:
@@ -167,6 +167,6 @@ class Ingestor:
 
     def delete(self, doc: Document) -> None:
         """Remove a document from DuckDB and from the in-memory indexes, together."""
-        with self.retriever.writing():
+        with self.retriever.writing(doc.collection_id):
             ids = self.db.corpus.delete_document(doc)
             self.retriever.removed(doc.collection_id, ids)

@@ -5,6 +5,11 @@ checked against it (same generation, same number of vectors); one that is missin
 stale is rebuilt from the stored vectors and texts before anything is served. Writers commit to
 DuckDB and update the in-memory index inside ``Retriever.writing()``, so a save never records a
 generation whose vectors are not in the index.
+
+At most ``max_open`` collections' indexes stay in memory (least recently used first out): a
+tenant with many collections costs reloads from disk, not the server's memory. An index changed
+since it was loaded is saved before it leaves; one evicted and used again is loaded and checked
+against DuckDB like at start-up (rebuilt if stale).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,19 +58,48 @@ class _Indexes:
     dense_generation: int
     lexical: LexicalIndex | None = None
     lexical_generation: int = -1
+    changed: bool = False  # since loaded or saved: saved before it is evicted
 
 
 class Retriever:
     def __init__(
-        self, db: Database, index_dir: Path, params: DenseParams, rrf_k: int = 60, dim: int = 384
+        self,
+        db: Database,
+        index_dir: Path,
+        params: DenseParams,
+        rrf_k: int = 60,
+        dim: int = 384,
+        max_open: int = 64,
     ) -> None:
+        if max_open < 1:
+            raise ValueError("max_open must be at least 1")
         self.db = db
         self.index_dir = Path(index_dir)
         self.params = params
         self.rrf_k = rrf_k
         self.dim = dim
+        self.max_open = max_open
         self._lock = threading.RLock()
-        self._indexes: dict[str, _Indexes] = {}
+        self._indexes: OrderedDict[str, _Indexes] = OrderedDict()  # least recently used first
+        self.evictions = 0
+
+    @property
+    def open_collections(self) -> list[str]:
+        """Ids of the collections whose indexes are in memory, least recently used first."""
+        with self._lock:
+            return list(self._indexes)
+
+    def _keep(self, collection_id: str, state: _Indexes) -> None:
+        """Hold ``state`` as the most recently used; evict (saving if changed) past the bound."""
+        self._indexes[collection_id] = state
+        self._indexes.move_to_end(collection_id)
+        while len(self._indexes) > self.max_open:
+            old_id = next(iter(self._indexes))
+            if self._indexes[old_id].changed:
+                self.save(old_id)
+            del self._indexes[old_id]
+            self.evictions += 1
+            log.debug("index of %s left memory (at most %d open)", old_id, self.max_open)
 
     # ---- files ----------------------------------------------------------------------------
 
@@ -104,7 +139,7 @@ class Retriever:
             dense.save(path, generation)
             how = "rebuilt"
         with self._lock:
-            self._indexes[collection_id] = _Indexes(dense, generation)
+            self._keep(collection_id, _Indexes(dense, generation))
             self._load_lexical(collection_id, generation)
         return how
 
@@ -127,6 +162,7 @@ class Retriever:
             state.dense.save(self._dense_path(collection_id), state.dense_generation)
             lexical = self._fresh_lexical(collection_id)
             lexical.save(self._lexical_path(collection_id), state.lexical_generation)
+            state.changed = False
 
     def save_all(self) -> None:
         for collection_id in list(self._indexes):
@@ -135,15 +171,19 @@ class Retriever:
     # ---- writes ---------------------------------------------------------------------------
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold while committing a change to DuckDB and applying it here."""
+    def writing(self, collection_id: str | None = None) -> Iterator[None]:
+        """Hold while committing a change to ``collection_id`` to DuckDB and applying it here.
+        Its indexes are loaded first: loaded after the commit they would already hold it."""
         with self._lock:
+            if collection_id is not None:
+                self._state(collection_id)
             yield
 
     def create(self, collection_id: str) -> None:
         with self._lock:
             dense = DenseIndex(self.dim, self.params)
-            self._indexes[collection_id] = _Indexes(dense, 0, LexicalIndex.build(_ids(), []), 0)
+            state = _Indexes(dense, 0, LexicalIndex.build(_ids(), []), 0, changed=True)
+            self._keep(collection_id, state)
 
     def added(self, collection_id: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Apply vectors just committed (call inside ``writing()``)."""
@@ -151,6 +191,7 @@ class Retriever:
             state = self._dense_state(collection_id)
             state.dense.add(np.asarray(ids, np.int64), vectors)
             state.dense_generation = self.db.corpus.generation(collection_id)
+            state.changed = True
 
     def removed(self, collection_id: str, ids: Sequence[int]) -> None:
         """Apply a removal just committed (call inside ``writing()``)."""
@@ -158,6 +199,7 @@ class Retriever:
             state = self._state(collection_id)
             state.dense.remove(np.asarray(ids, np.int64))
             state.dense_generation = self.db.corpus.generation(collection_id)
+            state.changed = True
 
     def drop(self, collection_id: str) -> None:
         with self._lock:
@@ -165,11 +207,15 @@ class Retriever:
             shutil.rmtree(self.index_dir / collection_id, ignore_errors=True)
 
     def _state(self, collection_id: str) -> _Indexes:
-        state = self._indexes.get(collection_id)
-        if state is None:
-            self._open_collection(collection_id)
-            state = self._indexes[collection_id]
-        return state
+        """The collection's indexes, loaded (or rebuilt) if they are not in memory."""
+        with self._lock:
+            state = self._indexes.get(collection_id)
+            if state is None:
+                self._open_collection(collection_id)
+                state = self._indexes[collection_id]
+            else:
+                self._indexes.move_to_end(collection_id)
+            return state
 
     def _dense_state(self, collection_id: str) -> _Indexes:
         """The collection's indexes, checked to hold vectors of this server's embedding size.
@@ -197,6 +243,7 @@ class Retriever:
             ids, texts = self.db.corpus.chunk_texts(collection_id)
             state.lexical = LexicalIndex.build(ids, texts)
             state.lexical_generation = generation
+            state.changed = True
         return state.lexical
 
     def stats(self, collection_id: str) -> dict[str, Any]:

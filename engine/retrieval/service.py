@@ -47,7 +47,9 @@ class RetrievalService:
             ef_search=r.hnsw_ef_search,
             use_gpu=select_faiss_device(r.device) == "gpu",
         )
-        index = Retriever(db, settings.data_dir / "indexes", params, r.rrf_k, embedder.dim)
+        index = Retriever(
+            db, settings.data_dir / "indexes", params, r.rrf_k, embedder.dim, r.max_open_indexes
+        )
         report = await asyncio.to_thread(index.open)
         rebuilt = [c for c, how in report.items() if how == "rebuilt"]
         if rebuilt:
@@ -84,7 +86,7 @@ class RetrievalService:
         if where is not None and not isinstance(where, dict):
             raise InvalidRequestError("filter must be an object", param="filter")
         cols = await self.resolve_collections(tenant, collections)
-        vectors = await self._embedder.embed(list(queries))
+        vectors = await self._embedder.embed(list(queries), input_type="query")
         hits = await asyncio.to_thread(
             self.index.search, cols, list(queries), vectors, top_k, mode, where
         )

@@ -26,7 +26,8 @@ from engine.storage.db import (
 )
 from engine.storage.jobs import Job, JobRepo
 from engine.storage.schema import CORE_MIGRATIONS, DEFAULT_TENANT
-from engine.storage.tenants import ApiKey, Tenant, TenantRepo
+from engine.storage.tenants import ROLES, SCOPES, ApiKey, Identity, Tenant, TenantRepo
+from engine.storage.users import User, UserRepo
 
 MIGRATIONS.register_all(CORE_MIGRATIONS)
 
@@ -41,6 +42,7 @@ class Database:
     jobs: JobRepo
     chats: ChatRepo
     usage: UsageRepo
+    users: UserRepo
 
     def close(self) -> None:
         self.store.close()
@@ -64,25 +66,30 @@ def open_store(
     except BaseException:
         store.close()
         raise
+    tenants = TenantRepo(store)
     return Database(
         store=store,
-        tenants=TenantRepo(store),
+        tenants=tenants,
         corpus=CorpusRepo(store),
         jobs=JobRepo(store),
         chats=ChatRepo(store),
         usage=UsageRepo(store),
+        users=UserRepo(store, tenants),
     )
 
 
 __all__ = [
     "DEFAULT_TENANT",
     "MIGRATIONS",
+    "ROLES",
+    "SCOPES",
     "ApiKey",
     "ChatMessage",
     "Chunk",
     "Collection",
     "Database",
     "Document",
+    "Identity",
     "Job",
     "Migration",
     "MigrationRegistry",
@@ -91,6 +98,7 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "Tenant",
+    "User",
     "open_store",
     "register_migration",
 ]

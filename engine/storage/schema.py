@@ -126,4 +126,31 @@ CREATE TABLE usage (
 )
 """
 
-CORE_MIGRATIONS = (Migration("core", 1, "tenants, keys, documents, chunks, jobs, chat", CORE_V1),)
+CORE_V2 = """
+ALTER TABLE api_keys ADD COLUMN scopes TEXT;
+ALTER TABLE api_keys ADD COLUMN expires_at TIMESTAMP;
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    disabled_at TIMESTAMP
+);
+CREATE TABLE refresh_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    expires_at TIMESTAMP NOT NULL,
+    used_at TIMESTAMP,
+    revoked_at TIMESTAMP
+)
+"""
+
+CORE_MIGRATIONS = (
+    Migration("core", 1, "tenants, keys, documents, chunks, jobs, chat", CORE_V1),
+    Migration("core", 2, "key scopes and expiry, users, refresh tokens", CORE_V2),
+)

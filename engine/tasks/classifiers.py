@@ -211,6 +211,11 @@ class ClassifierService:
         await asyncio.to_thread(self._repo.audit, tenant, "classifier.delete", name)
         return {"name": name, "deleted": True, "versions": count}
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's trained classifiers from memory."""
+        for key in [k for k in self._classifiers if k[0] == tenant]:
+            del self._classifiers[key]
+
     async def load(self, tenant: str, name: str, version: int | None) -> cls.Classifier:
         """A stored classifier (the latest version when ``version`` is None); 404 if missing."""
         repo = self._repo
@@ -222,12 +227,17 @@ class ClassifierService:
         return self._classifiers[key]
 
     async def predict(
-        self, model: cls.Classifier, texts: list[str], top_k: int | None
+        self,
+        model: cls.Classifier,
+        texts: list[str],
+        top_k: int | None,
+        llm: TaskLLM | None = None,
     ) -> tuple[list[cls.Prediction], int]:
-        """Predictions and the LLM prompt tokens spent (0 for embedding classifiers)."""
+        """Predictions and the LLM prompt tokens spent (0 for embedding classifiers). ``llm``:
+        the generation model of an LLM classifier for this call (default: the classify model)."""
         if model.method == "llm":
             probs, tokens = await cls.llm_probabilities(
-                self._llm, texts, model.labels, model.descriptions
+                llm or self._llm, texts, model.labels, model.descriptions
             )
             return model.predict(texts, probs, top_k), tokens
         embeddings = await embed(self._engine, texts, model.encoder)

@@ -167,3 +167,34 @@ class EngineLLM:
             return list(self.engine.tokenize_prompt(text, add_special_tokens=add_bos))
         runner = await self.engine.models.acquire(self.model)  # its own vocabulary
         return runner.tokenize_prompt(text, add_special_tokens=add_bos)
+
+
+class TaskModels:
+    """One :class:`EngineLLM` per generation model a task request names (made on first use, then
+    kept: each holds its slot semaphore). ``get(None)`` is the task's configured model."""
+
+    def __init__(self, engine: Any, default: EngineLLM) -> None:
+        self._engine = engine
+        self.default = default
+        self._llms: dict[str, EngineLLM] = {default.model: default}
+
+    def get(self, model: str | None) -> EngineLLM:
+        """The LLM for ``model`` (None: the default); 404 naming the choices for an id that is
+        not an installed generation model, 400 for a value that is not an id."""
+        if model is None:
+            return self.default
+        if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_ID:
+            from engine.errors import InvalidRequestError
+
+            raise InvalidRequestError(
+                f"model must be a model id of 1 to {MAX_MODEL_ID} characters", param="model"
+            )
+        llm = self._llms.get(model)
+        if llm is None:
+            self._engine.models.card_of(model, "completion")  # 404 with the choices
+            llm = self._llms[model] = EngineLLM(self._engine, model)
+        return llm
+
+
+#: Longest model id a request may name.
+MAX_MODEL_ID = 128

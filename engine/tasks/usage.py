@@ -35,11 +35,14 @@ class TaskUsage:
         self._repo = repo
         self._limits = limits  # the tenants' token limits: task tokens are charged to them
 
-    async def record(self, tenant: str, task: str, **figures: Any) -> None:
-        """Record one call's figures (prompt_tokens, completion_tokens, items, seconds)."""
+    async def record(
+        self, tenant: str, task: str, model: str | None = None, **figures: Any
+    ) -> None:
+        """Record one call's figures (prompt_tokens, completion_tokens, items, seconds);
+        ``model``: the one that served when the request chose it (else the task's)."""
         await asyncio.to_thread(self._repo.record_usage, tenant, task, **figures)
         # The ledger of every route, by day and the model that served.
-        model = self._models.get(task.split(":")[0], self._engine.card.id)
+        model = model or self._models.get(task.split(":")[0], self._engine.card.id)
         await asyncio.to_thread(
             self._db.usage.record, tenant, f"task:{task}", model=model, **figures
         )

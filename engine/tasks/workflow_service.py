@@ -34,7 +34,7 @@ from engine.tasks.workflows import (
 if TYPE_CHECKING:
     from engine.engine import Engine
     from engine.tasks.classifiers import ClassifierService
-    from engine.tasks.llm import TaskLLM
+    from engine.tasks.llm import TaskLLM, TaskModels
     from engine.tasks.store import TaskRepo
     from engine.tasks.usage import TaskUsage
 
@@ -50,12 +50,15 @@ class WorkflowService:
         classifiers: ClassifierService,
         llm: TaskLLM,
         usage: TaskUsage,
+        models: TaskModels | None = None,
     ) -> None:
+        """``models``: the LLMs a workflow or a run may name by ``model`` (None: only ``llm``)."""
         self._engine = engine
         self._repo = repo
         self._classifiers = classifiers
         self._llm = llm
         self._usage = usage
+        self._models = models
         self.seeds: dict[str, WorkflowSpec] = seed_workflows()
         # Workflow examples hash (tenant included) -> classifier trained from them.
         self._inline: LRU[str, cls.Classifier] = LRU(CACHED_INLINE_CLASSIFIERS)
@@ -80,6 +83,8 @@ class WorkflowService:
     async def save_workflow(self, tenant: str, definition: dict[str, Any]) -> dict[str, Any]:
         spec = parse_workflow(definition)
         check_name(spec.name, "name")
+        if spec.model is not None and self._models is not None:
+            self._models.get(spec.model)  # 404 naming the installed models
         if spec.classify.classifier:
             # 404 if it is not there
             await self._classifiers.load(tenant, spec.classify.classifier, None)
@@ -96,6 +101,11 @@ class WorkflowService:
             raise NotFoundError(f"workflow {name!r} not found", param="name")
         return {"name": name, "deleted": True}
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's inline classifiers from memory (keys start with ``<tenant>:``)."""
+        for key in [k for k in self._inline if k.startswith(f"{tenant}:")]:
+            del self._inline[key]
+
     async def _workflow_classifier(self, tenant: str, spec: WorkflowSpec) -> cls.Classifier:
         step = spec.classify
         if step.classifier:
@@ -105,7 +115,7 @@ class WorkflowService:
         # Per tenant: another tenant's training (and its timing) is never reused.
         classify = json.dumps(spec.to_dict()["classify"], sort_keys=True)
         key = hashlib.sha256(f"{tenant}\n{classify}".encode())
-        digest = key.hexdigest()
+        digest = f"{tenant}:{key.hexdigest()}"
         if digest not in self._inline:
             embeddings = await embed(self._engine, [e.text for e in step.examples])
             self._inline[digest] = await asyncio.to_thread(
@@ -120,24 +130,37 @@ class WorkflowService:
         return self._inline[digest]
 
     async def run_workflow(
-        self, tenant: str, name: str, items: Sequence[object], request_id: str | None
+        self,
+        tenant: str,
+        name: str,
+        items: Sequence[object],
+        request_id: str | None,
+        model: str | None = None,
     ) -> list[dict[str, Any]]:
+        """``model``: the generation model of its LLM steps (extraction, an LLM classifier) for
+        this run; else the workflow's ``model``, else ``[tasks] extract_model``, else the
+        server's."""
         spec = await self.workflow(tenant, name)
         if not items or len(items) > MAX_BATCH:
             raise InvalidRequestError(f"input: 1 to {MAX_BATCH} items", param="input")
         checked = [check_input(spec, item, f"input[{i}]") for i, item in enumerate(items)]
-        model = await self._workflow_classifier(tenant, spec)
+        chosen = model or spec.model
+        llm, step_llm = self._llm, None
+        if chosen is not None and self._models is not None:
+            llm = step_llm = self._models.get(chosen)
+            chosen = step_llm.model
+        classifier = await self._workflow_classifier(tenant, spec)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
 
         async def classify_one(spec: WorkflowSpec, text: str) -> cls.Prediction:
-            predictions, tokens = await self._classifiers.predict(model, [text], None)
+            predictions, tokens = await self._classifiers.predict(
+                classifier, [text], None, llm=step_llm
+            )
             usage["prompt_tokens"] += tokens
             return predictions[0]
 
         async def extract_one(spec: WorkflowSpec, text: str, use_llm: bool) -> Extraction:
-            result = await extract(
-                self._llm if use_llm else None, text, spec.schema, spec.instructions
-            )
+            result = await extract(llm if use_llm else None, text, spec.schema, spec.instructions)
             usage["prompt_tokens"] += int(result.usage.get("prompt_tokens", 0))
             usage["completion_tokens"] += int(result.usage.get("completion_tokens", 0))
             return result
@@ -152,6 +175,7 @@ class WorkflowService:
         await self._usage.record(
             tenant,
             f"workflow:{name}",
+            model=chosen,
             items=len(checked),
             seconds=time.perf_counter() - started,
             **usage,

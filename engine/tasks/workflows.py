@@ -64,6 +64,8 @@ class WorkflowSpec:
     from_input: tuple[str, ...] = ()
     persist_table: str | None = None
     description: str = ""
+    # The generation model of its LLM steps (None: [tasks] extract_model, else the server's).
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what the API accepts and stores)."""
@@ -88,6 +90,8 @@ class WorkflowSpec:
             out["extract"]["instructions"] = self.instructions
         if self.persist_table:
             out["persist"] = {"table": self.persist_table}
+        if self.model:
+            out["model"] = self.model
         return out
 
 
@@ -178,7 +182,11 @@ def parse_workflow(raw: dict[str, Any], name: str | None = None) -> WorkflowSpec
             f"persist.table: one of {list(PERSIST_TABLES)} (runs are always recorded)",
             param="persist.table",
         )
+    model = raw.get("model")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 128):
+        raise InvalidRequestError("model: a model id of 1 to 128 characters", param="model")
     return WorkflowSpec(
+        model=model,
         name=str(wf_name),
         text=str(text),
         inputs=tuple(str(i) for i in inputs),

@@ -41,6 +41,7 @@ class RunBody(msgspec.Struct, forbid_unknown_fields=True):
     input: str
     background: bool = False
     stream: bool = False
+    conversation: str | None = None
 
 
 def agent_out(spec: AgentSpec) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def run_out(run: AgentRun) -> dict[str, Any]:
         "error": run.error,
         "job_id": run.job_id,
         "tokens": run.tokens,
+        "conversation": run.conversation,
         "steps": run.steps,
     }
 
@@ -105,6 +107,7 @@ async def start_run(request: Request, name: str) -> Any:
         body.input,
         background=body.background or body.stream,
         idempotency_key=key,
+        conversation=body.conversation,
     )
     if body.stream:
         return ServerSentEvent(_events(agents, tenant, run.id))

@@ -13,15 +13,25 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from engine import Engine, InvalidRequestError, NotFoundError, Usage
+from engine import (
+    Conversation,
+    Engine,
+    GenerateRequest,
+    Hearth,
+    InvalidRequestError,
+    NotFoundError,
+    Usage,
+)
 from server import convert
 from server.auth import tenant_of
-from server.mappers import ChatMapper, CompletionMapper, metered, respond
+from server.mappers import ChatMapper, CompletionMapper, embedding_data, metered, respond
 from server.routes.common import merge, read_body
 from server.state import services, state_of
 from server.usage import usage_hook
 from server.wire import (
+    ChatCompletion,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     EmbeddingList,
     EmbeddingRequest,
@@ -104,7 +114,7 @@ async def get_model(request: Request, model_id: str) -> ModelEntry:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request) -> Response[dict[str, Any]] | Stream:
+async def chat_completions(request: Request) -> Response[ChatCompletion] | Stream:
     """A chat turn; with ``retrieval`` (or model ``rag/<collection>``) a RAG turn."""
     hearth = services(request)
     req = await read_body(request, ChatCompletionRequest)
@@ -112,11 +122,20 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
     call = dataclasses.replace(
         call, generate=dataclasses.replace(call.generate, tenant=tenant_of(request))
     )
+    conv = None
+    if req.conversation is not None:
+        conv = await hearth.conversations.get(tenant_of(request), req.conversation)
+        call = dataclasses.replace(call, generate=with_memory(hearth, conv, call.generate))
     if call.retrieval is None:
         events = hearth.engine.generate(call.generate)
     else:
         events = hearth.rag.generate(
             tenant_of(request), call.generate, call.retrieval, call.session_id
+        )
+    if conv is not None:
+        asked = [m.content for m in req_messages(call.generate) if m.role == "user"]
+        events = hearth.conversations.remember(
+            tenant_of(request), conv.id, asked[-1] if asked else "", events
         )
     timer = state_of(request.app).metrics.request_timer("chat")
     mapper = ChatMapper(req, call.generate)
@@ -124,8 +143,23 @@ async def chat_completions(request: Request) -> Response[dict[str, Any]] | Strea
     return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
 
 
+def with_memory(hearth: Hearth, conv: Conversation, generate: GenerateRequest) -> GenerateRequest:
+    """The request with the conversation's memory before its messages, cut so the prompt and
+    ``max_tokens`` still fit the context."""
+    engine = hearth.engine
+    messages = req_messages(generate)
+    used = sum(engine.count_tokens(m.content) + 8 for m in messages)
+    budget = engine.max_model_len - (generate.params.max_tokens or 0) - used
+    merged = hearth.conversations.with_memory(conv, messages, budget, engine.count_tokens)
+    return dataclasses.replace(generate, messages=merged)
+
+
+def req_messages(generate: GenerateRequest) -> list[Any]:
+    return list(generate.messages or [])
+
+
 @post("/v1/completions", status_code=200)
-async def completions(request: Request) -> Response[dict[str, Any]] | Stream:
+async def completions(request: Request) -> Response[Completion] | Stream:
     engine = services(request).engine
     req = await read_body(request, CompletionRequest)
     tenant = tenant_of(request)
@@ -183,11 +217,11 @@ async def embeddings(request: Request) -> EmbeddingList:
                     param=f"input[{i}]",
                     code="context_length_exceeded",
                 )
-    vectors = await engine.embed(texts)
+    vectors = await engine.embed(texts, input_type=req.input_type)  # type: ignore[arg-type]
     used = sum(min(n, limit) for n in counts)
     usage_hook(request, "embeddings", card.id)(Usage(used, 0))
     return EmbeddingList(
-        data=convert.embedding_data(vectors, req.encoding_format),
+        data=embedding_data(vectors, req.encoding_format),
         model=card.id,
         usage=EmbeddingUsage(prompt_tokens=used, total_tokens=used),
     )

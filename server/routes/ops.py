@@ -16,9 +16,10 @@ from server.wire import DetokenizeRequest, TokenizeRequest
 
 
 @get("/health")
-async def health(request: Request) -> dict[str, str]:
+async def health(request: Request) -> dict[str, Any]:
     """Alive: the process answers; ``engine`` says where the models stand: ``starting``,
-    ``ready``, ``recovering`` (a step loop died and is being restarted) or ``failed``."""
+    ``ready``, ``recovering`` (a step loop died and is being restarted) or ``failed``;
+    ``draining`` is true once a SIGTERM started the graceful shutdown (``server.drain``)."""
     state = state_of(request.app)
     hearth = state.hearth
     if state.start_error is not None:
@@ -27,7 +28,7 @@ async def health(request: Request) -> dict[str, str]:
         engine = "starting"
     else:
         engine = "ready" if hearth.ready else "recovering"
-    return {"status": "ok", "engine": engine}
+    return {"status": "ok", "engine": engine, "draining": state.drain.draining}
 
 
 @get("/ready")
@@ -37,6 +38,10 @@ async def ready(request: Request) -> Response:
     exist they are shown to the admin key only."""
     state = state_of(request.app)
     hearth, failure = state.hearth, state.start_error
+    if state.drain.draining:
+        body = error_body("not ready: shutting down", "unavailable_error", None, "draining")
+        body.status = "draining"
+        return Response(body, status_code=503, headers={"Retry-After": "5"})
     if hearth is not None and hearth.ready:
         health = hearth.engine.health()
         if hearth.tenancy.auth_required and not is_admin(request.scope["headers"]):

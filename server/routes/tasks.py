@@ -68,6 +68,8 @@ class ExtractBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class WorkflowRunBody(msgspec.Struct, forbid_unknown_fields=True):
     input: dict[str, Any] | str | list[dict[str, Any] | str]
+    # The generation model of the run's LLM steps (default: the workflow's, else the task's).
+    model: str | None = None
 
 
 class AnalyzeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -190,17 +192,9 @@ async def classify(request: Request) -> dict[str, Any]:
 @post("/v1/extract", status_code=HTTP_200_OK)
 async def extract(request: Request) -> dict[str, Any]:
     body = await read_body(request, ExtractBody)
-    hearth = services(request)
-    svc = hearth.extraction
-    served = hearth.engine.settings.tasks.extract_model or hearth.engine.card.id
-    if body.model is not None and body.model != served:
-        raise InvalidRequestError(
-            f"extraction runs on {served!r} ([tasks] extract_model); model {body.model!r} "
-            "cannot be chosen per request",
-            param="model",
-        )
+    svc = services(request).extraction
     results = await svc.extract(
-        tenant_of(request), _as_list(body.input), body.schema, body.instructions
+        tenant_of(request), _as_list(body.input), body.schema, body.instructions, body.model
     )
     return {"object": "list", "data": [r.to_dict() for r in results]}
 
@@ -241,7 +235,7 @@ async def run_workflow(request: Request, name: str) -> dict[str, Any]:
     batch = isinstance(body.input, list)
     svc = services(request).workflows
     out = await svc.run_workflow(
-        tenant_of(request), name, _as_list(body.input), request_id_of(request)
+        tenant_of(request), name, _as_list(body.input), request_id_of(request), body.model
     )
     return {"object": "list", "data": out} if batch else out[0]
 

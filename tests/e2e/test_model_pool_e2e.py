@@ -111,3 +111,60 @@ def test_a_full_budget_evicts_the_idle_model(server: HearthProcess, client) -> N
     assert chat(client, QWEN, cache=False) == QWEN
     listed = states(server)
     assert listed[QWEN] == "loaded" and listed[SMOL] == "available"
+
+
+def _tokens_by_model(server: HearthProcess) -> dict[str, int]:
+    usage = httpx.get(server.url + "/v1/usage", timeout=30).json()
+    out: dict[str, int] = {}
+    for row in usage["days"]:
+        out[row["model"]] = out.get(row["model"], 0) + row["prompt_tokens"]
+    return out
+
+
+def test_extraction_and_workflows_run_on_the_model_a_request_names(server: HearthProcess) -> None:
+    """Per-request ``model`` for /v1/extract and workflow runs (and a workflow's own ``model``):
+    the pool loads the named model, and the usage ledger charges it, not the server's."""
+    schema = {"type": "object", "properties": {"company": {"type": "string", "maxLength": 24}}}
+    before = _tokens_by_model(server)
+    r = httpx.post(
+        server.url + "/v1/extract",
+        json={"input": "Ann Lee from ACME Corp wrote.", "schema": schema, "model": SMOL},
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    assert "company" in r.json()["data"][0]["fields"]
+    assert states(server)[SMOL] == "loaded"
+    after = _tokens_by_model(server)
+    assert after.get(SMOL, 0) > before.get(SMOL, 0)
+    assert after.get(LLM, 0) == before.get(LLM, 0)  # the server's model did not serve it
+
+    missing = httpx.post(
+        server.url + "/v1/extract",
+        json={"input": "x", "schema": schema, "model": "no-such-model"},
+        timeout=30,
+    )
+    assert missing.status_code == 404 and SMOL in missing.json()["error"]["message"]
+
+    workflow = {
+        "name": "route-small",
+        "model": SMOL,
+        "classify": {"labels": {"Sales": "wants to buy", "Support": "needs help"}},
+        "extract": {"schema": schema},
+    }
+    saved = httpx.post(server.url + "/v1/workflows", json=workflow, timeout=30)
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["model"] == SMOL
+    run = {"input": {"text": "ACME Corp wants a quote for 20 seats."}}
+    before = _tokens_by_model(server)
+    r = httpx.post(server.url + "/v1/workflows/route-small/run", json=run, timeout=300)
+    assert r.status_code == 200, r.text
+    after = _tokens_by_model(server)
+    assert after.get(SMOL, 0) > before.get(SMOL, 0) and after.get(LLM, 0) == before.get(LLM, 0)
+
+    before = after
+    r = httpx.post(
+        server.url + "/v1/workflows/route-small/run", json=run | {"model": QWEN}, timeout=300
+    )
+    assert r.status_code == 200, r.text
+    after = _tokens_by_model(server)
+    assert after.get(QWEN, 0) > before.get(QWEN, 0) and after.get(SMOL, 0) == before.get(SMOL, 0)

@@ -61,4 +61,4 @@ def test_health_reports_the_engine(tmp_path: Path) -> None:
     app = create_app(settings, open_services=parts.open, exit_on_start_failure=False)
     with TestClient(app, base_url="http://testclient") as client:
         wait_ready(client)
-        assert client.get("/health").json() == {"status": "ok", "engine": "ready"}
+        assert client.get("/health").json() == {"status": "ok", "engine": "ready", "draining": False}

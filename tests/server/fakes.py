@@ -125,7 +125,7 @@ class FakeEmbedder:
     tokenizer: Any = None
     max_seq_length = 256
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], input_type: str | None = None) -> np.ndarray:
         rows = []
         for text in texts:
             seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
@@ -133,8 +133,8 @@ class FakeEmbedder:
             rows.append(v / np.linalg.norm(v))
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        return self.encode(texts)
+    async def embed(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
+        return self.encode(texts, input_type)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(t.split()) + 2 for t in texts]

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.testing import TestClient
 
 from configs import load_settings
+from engine.storage import SCOPES, Identity
 from server.auth import TenantAuthMiddleware, tenant_of
 from server.metrics import Metrics
 from server.state import ServerState
@@ -29,7 +30,7 @@ class FakeTenancy:
 
     async def identify(self, key: str) -> tuple[str, str] | None:
         tenant = self.keys.get(key)
-        return (tenant, f"key_{key}") if tenant else None
+        return Identity(tenant, f"key_{key}", frozenset(SCOPES)) if tenant else None
 
 
 @get("/whoami")

@@ -53,3 +53,42 @@ def test_json_lines_name_the_request() -> None:
     assert line["level"] == "warning" and line["logger"] == "engine.x"
     with pytest.raises(ConfigError, match="log_format"):
         configure_logging("xml")
+
+
+SENSITIVE = {
+    "ann.lee@example.com": "<email>",
+    "+1 415 555 0100": "<phone>",
+    "(415) 555-0100": "<phone>",
+    "hth_0123456789ab_SeCrEtSeCrEtSeCrEt-_x": "hth_0123456789ab_<redacted>",
+    "hrt_abcDEF123_-xyz": "hrt_<redacted>",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c3JfMSJ9.c2lnbmF0dXJl": "<jwt>",
+}
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_logs_never_hold_emails_phone_numbers_or_keys(
+    log_format: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HEARTH_ADMIN_KEY", "the-admin-key-42")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(log_format)
+        log = logging.getLogger("engine.test")
+        for raw in SENSITIVE:
+            log.warning("user said %s to us", raw)
+        log.info("Authorization: Bearer the-admin-key-42 from 2026-12-05 08:09:36 on 127.0.0.1")
+        try:
+            raise ValueError("bad key hth_0123456789ab_AnotherSecretValue for bob@example.org")
+        except ValueError:
+            log.exception("failed")
+        out = capsys.readouterr().err
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    for raw, replacement in SENSITIVE.items():
+        assert raw not in out and replacement in out
+    assert "the-admin-key-42" not in out and "AnotherSecretValue" not in out
+    assert "bob@example.org" not in out and "ValueError" in out  # the traceback is still there
+    # What is not personal stays readable: dates, times and addresses are not phone numbers.
+    assert "2026-12-05 08:09:36" in out and "127.0.0.1" in out

@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from engine import (
     AuthenticationError,
     BackendError,
+    ConflictError,
     ContextLengthError,
     HearthError,
     InsufficientStorageError,
@@ -29,11 +30,13 @@ from engine import (
     PayloadTooLargeError,
     PermissionDeniedError,
     RequestTimeoutError,
+    ShuttingDownError,
     TooManyRequestsError,
     UnprocessableError,
+    UnsupportedMediaTypeError,
 )
 from server.app import create_app
-from server.errors import EXCEPTION_HANDLERS
+from server.errors import EXCEPTION_HANDLERS, send_error
 from tests.server.fakes import REPLY, FakeParts, fake_settings
 
 MODEL = "gemma-3-270m-q4km"
@@ -141,12 +144,15 @@ ERRORS = [
     (AuthenticationError("x"), 401, "authentication_error", False),
     (PermissionDeniedError("x"), 403, "permission_error", False),
     (NotFoundError("x"), 404, "not_found_error", False),
+    (ConflictError("x"), 409, "conflict_error", False),
     (PayloadTooLargeError("x"), 413, "invalid_request_error", False),
+    (UnsupportedMediaTypeError("x"), 415, "invalid_request_error", False),
     (RequestTimeoutError("x"), 408, "timeout_error", False),
     (UnprocessableError("x"), 422, "invalid_request_error", False),
     (TooManyRequestsError("x", retry_after=3), 429, "rate_limit_error", True),
     (OverloadedError("x", retry_after=3), 503, "overloaded_error", True),
     (NotReadyError("x", retry_after=3), 503, "not_ready_error", True),
+    (ShuttingDownError("x", retry_after=3), 503, "unavailable_error", True),
     (InsufficientStorageError("x"), 507, "insufficient_storage_error", False),
     (BackendError("x"), 500, "server_error", False),
     (RuntimeError("boom"), 500, "server_error", False),
@@ -173,6 +179,35 @@ def test_each_error_class_maps_to_its_status(
         assert r.headers["retry-after"] == "3"
     if isinstance(exc, HearthError):
         assert err["message"] == exc.message and err["param"] == exc.param
+
+
+@pytest.mark.parametrize(
+    "exc", [e[0] for e in ERRORS if isinstance(e[0], HearthError)], ids=lambda e: type(e).__name__
+)
+def test_middleware_answers_through_the_same_table(exc: HearthError) -> None:
+    """Auth, browser safety and the drain answer before routing with ``send_error``: the same
+    status, body and headers as a handler raising the error."""
+
+    @get("/boom")
+    async def boom() -> None:
+        raise exc
+
+    async def middleware_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send_error(send, exc)
+            return
+        while (await receive())["type"] == "lifespan.startup":  # the test client's lifespan
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with TestClient(Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)) as c:  # type: ignore[arg-type]
+        handled = c.get("/boom")
+    with TestClient(middleware_app) as c:  # type: ignore[arg-type]
+        early = c.get("/boom")
+    assert early.status_code == handled.status_code == exc.status
+    assert early.json() == handled.json()
+    for name in ("retry-after", "www-authenticate", "content-type"):
+        assert early.headers.get(name) == handled.headers.get(name), name
 
 
 # ---- one body decoder: the same mistake, the same answer, on every route ----------------------
@@ -371,3 +406,17 @@ def test_client_disconnect_aborts_the_generation(
     asyncio.run(scenario())
     assert parts.backend.submitted
     assert [r.request_id for r in parts.backend.submitted] == parts.backend.aborted
+
+
+def test_embeddings_input_type_applies_the_prompt_side_or_is_a_400(client: TestClient) -> None:
+    """``input_type`` reaches the embedder ("query"/"document"); anything else names the field."""
+    model = client.get("/health").json().get("embedding_model") or "all-minilm-l6-v2"
+    body = {"model": model, "input": ["a b"]}
+    for side in ("query", "document"):
+        ok = client.post("/v1/embeddings", json=body | {"input_type": side})
+        assert ok.status_code == 200, ok.text
+        assert len(ok.json()["data"][0]["embedding"]) == 8
+    bad = client.post("/v1/embeddings", json=body | {"input_type": "passage"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "input_type"
+    assert "query" in bad.json()["error"]["message"]

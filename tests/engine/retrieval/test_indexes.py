@@ -168,3 +168,50 @@ def test_collection_of_another_embedding_size_is_a_clear_error(
     empty = db.corpus.create_collection("default", "empty", 128, 16)
     assert wider.search([empty], ["q"], unit(1, dim=768), 3, "dense") == [[]]
     db.close()
+
+
+def test_at_most_max_open_indexes_stay_in_memory_and_changes_survive_eviction(
+    tmp_path: Path,
+) -> None:
+    """Three collections, room for two: the least recently used leaves (saved if changed) and
+    answers the same when it is used again; a write to an evicted collection is applied once."""
+    db, first, vecs, _ = _corpus(tmp_path, n=30)
+    others = [db.corpus.create_collection("default", f"c{i}", 128, 16) for i in range(2)]
+    retriever = Retriever(db, tmp_path / "idx", DenseParams(), max_open=2)
+    retriever.open()
+    for col in others:
+        retriever.create(col.id)
+    assert retriever.open_collections == [c.id for c in others] and retriever.evictions >= 1
+
+    # The evicted collection is loaded again on use and answers as before.
+    before = [h.chunk_id for h in retriever.search([first], ["q"], vecs[3:4], 3, "dense")[0]]
+    assert before[0] == 4 and first.id in retriever.open_collections
+    assert len(retriever.open_collections) == 2
+
+    # A write to a collection that is not in memory: loaded before the commit, applied once.
+    target = others[0]
+    retriever.search([others[1]], ["q"], vecs[:1], 1, "dense")  # evicts `target`
+    assert target.id not in retriever.open_collections
+    doc = db.corpus.add_document(
+        target,
+        client_id="x",
+        title=None,
+        content_hash="x",
+        source_type="json",
+        metadata={},
+        n_bytes=1,
+        job_id=None,
+    )
+    with retriever.writing(target.id):
+        ids = db.corpus.complete_document(doc, [NewChunk("a new text", 3, 0, 10)], vecs[:1], None)
+        retriever.added(target.id, ids, vecs[:1])
+    assert retriever.stats(target.id)["vectors"] == 1
+    # Evicted again (saved, as it changed), then a fresh retriever loads it without a rebuild.
+    retriever.search([first], ["q"], vecs[:1], 1, "dense")
+    retriever.search([others[1]], ["q"], vecs[:1], 1, "dense")
+    assert target.id not in retriever.open_collections
+    fresh = Retriever(db, tmp_path / "idx", DenseParams(), max_open=2)
+    assert fresh.open()[target.id] == "loaded"
+    hits = fresh.search([target], ["new"], vecs[:1], 3, "hybrid")[0]
+    assert [h.chunk_id for h in hits] == list(ids)
+    db.close()

@@ -35,11 +35,11 @@ def test_migrations_apply_once_and_other_modules_add_tables(tmp_path: Path) -> N
     registry.register_all(CORE_MIGRATIONS)
     registry.register(Migration("audit", 1, "audit log", "CREATE TABLE audit_log (id INTEGER)"))
     database = open_store(tmp_path / "h.duckdb", registry=registry)
-    assert database.store.schema_versions() == {"core": 1, "audit": 1}
+    assert database.store.schema_versions() == {"core": 2, "audit": 1}
     database.close()
     registry.register(Migration("audit", 2, "column", "ALTER TABLE audit_log ADD COLUMN what TEXT"))
     database = open_store(tmp_path / "h.duckdb", registry=registry)
-    assert database.store.schema_versions() == {"core": 1, "audit": 2}
+    assert database.store.schema_versions() == {"core": 2, "audit": 2}
     assert database.store.migrate(registry) == []
     database.store.execute("INSERT INTO audit_log VALUES (1, 'x')")
     database.close()

@@ -94,3 +94,23 @@ def test_bad_inputs_name_the_field(item: Any, param: str) -> None:
     with pytest.raises(InvalidRequestError) as err:
         wf.check_input(wf.seed_workflows()["leads"], item)
     assert err.value.param == param
+
+
+def test_a_workflow_may_name_its_model_and_keeps_it_through_its_json_form() -> None:
+    from engine.errors import InvalidRequestError
+    from engine.tasks.workflows import parse_workflow
+
+    raw = {
+        "name": "small",
+        "model": "smollm2-135m-instruct",
+        "classify": {"labels": {"a": "first", "b": "second"}},
+        "extract": {"schema": {"type": "object", "properties": {"x": {"type": "string"}}}},
+    }
+    spec = parse_workflow(raw)
+    assert spec.model == "smollm2-135m-instruct"
+    assert parse_workflow(spec.to_dict()).model == spec.model
+    assert "model" not in parse_workflow(raw | {"model": None}).to_dict()
+    for bad in ("", 7, "m" * 129):
+        with pytest.raises(InvalidRequestError) as err:
+            parse_workflow(raw | {"model": bad})
+        assert err.value.param == "model"
