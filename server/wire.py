@@ -6,10 +6,12 @@ typed ``X | None`` is always there, null when empty (``logprobs: null``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+T = TypeVar("T")
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -373,3 +375,121 @@ class Completion(msgspec.Struct, kw_only=True):
     model: str
     choices: list[CompletionChoice]
     usage: CompletionUsage | UnsetType = UNSET
+
+
+# ---- jobs, collections, documents, retrieval ---------------------------------------------------
+
+
+class JobInfo(msgspec.Struct, kw_only=True):
+    """Every background job, one shape (ingestion, analysis, durable queue jobs)."""
+
+    id: str
+    object: str = "job"
+    kind: str
+    status: str
+    progress: int
+    stage: str | None
+    attempts: int
+    max_attempts: int
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    error: str | None
+    result: list[dict[str, Any]] | dict[str, Any] | None
+    created_at: int  # Unix seconds
+    updated_at: int
+
+
+class CollectionInfo(msgspec.Struct, kw_only=True):
+    """A collection; the counts and index figures when the route has them."""
+
+    id: str
+    object: str = "collection"
+    name: str
+    created_at: int
+    chunk_tokens: int
+    chunk_overlap: int
+    metadata: dict[str, Any]
+    documents: int | UnsetType = UNSET
+    chunks: int | UnsetType = UNSET
+    index: dict[str, Any] | UnsetType = UNSET
+
+
+class DocumentInfo(msgspec.Struct, kw_only=True):
+    id: str  # the client's id when it gave one, else Hearth's
+    object: str = "document"
+    collection: str
+    internal_id: str
+    title: str | None
+    status: str
+    error: str | None
+    metadata: dict[str, Any]
+    content_hash: str
+    bytes: int | None
+    pages: int | None
+    chunks: int
+    job_id: str | None
+    created_at: int
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+class ChunkInfo(msgspec.Struct, kw_only=True):
+    chunk_id: int
+    ord: int
+    text: str
+    tokens: int
+    char_start: int
+    char_end: int
+    page: int | None
+
+
+class RetrievalHit(msgspec.Struct, kw_only=True):
+    document_id: str  # the client's id when given, else Hearth's
+    chunk_id: int
+    collection: str
+    score: float
+    dense_score: float
+    rank: int
+    text: str
+    title: str | None
+    metadata: dict[str, Any]
+    char_start: int
+    char_end: int
+    page: int | None
+    n_tokens: int
+
+
+class QueryHits(msgspec.Struct, kw_only=True):
+    query: str
+    object: str = "retrieval"
+    data: list[RetrievalHit]
+
+
+class RetrievalList(msgspec.Struct, kw_only=True):
+    """One query: ``data`` holds its hits; several: ``results`` holds one entry per query."""
+
+    object: str = "list"
+    mode: str
+    data: list[RetrievalHit] | UnsetType = UNSET
+    results: list[QueryHits] | UnsetType = UNSET
+
+
+class SessionMessage(msgspec.Struct, kw_only=True):
+    role: str
+    content: str
+    sources: list[dict[str, Any]] | None
+    confidence: float | None
+    created_at: int
+
+
+class ListOf(msgspec.Struct, Generic[T], kw_only=True):
+    """``{"object": "list", "data": [...]}``."""
+
+    object: str = "list"
+    data: list[T]

@@ -21,6 +21,18 @@ from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.jobs import job_out
 from server.state import services
+from server.wire import (
+    ChunkInfo,
+    CollectionInfo,
+    Deleted,
+    DocumentInfo,
+    JobInfo,
+    ListOf,
+    QueryHits,
+    RetrievalHit,
+    RetrievalList,
+    SessionMessage,
+)
 
 if TYPE_CHECKING:
     from engine import Collection, Document, RetrievedChunk
@@ -59,49 +71,46 @@ class RetrieveBody(msgspec.Struct, forbid_unknown_fields=True):
 # ---- conversions ----------------------------------------------------------------------------
 
 
-def collection_out(col: Collection, stats: dict[str, Any] | None = None) -> dict[str, Any]:
-    out = {
-        "id": col.name,
-        "object": "collection",
-        "name": col.name,
-        "created_at": int(col.created_at.timestamp()),
-        "chunk_tokens": col.chunk_tokens,
-        "chunk_overlap": col.chunk_overlap,
-        "metadata": col.metadata,
-    }
-    if stats is not None:
-        out |= {"documents": stats["documents"], "chunks": stats["chunks"], "index": stats["index"]}
-    return out
+def collection_out(col: Collection, stats: dict[str, Any] | None = None) -> CollectionInfo:
+    counts = {} if stats is None else {k: stats[k] for k in ("documents", "chunks", "index")}
+    return CollectionInfo(
+        id=col.name,
+        name=col.name,
+        created_at=int(col.created_at.timestamp()),
+        chunk_tokens=col.chunk_tokens,
+        chunk_overlap=col.chunk_overlap,
+        metadata=col.metadata,
+        **counts,
+    )
 
 
-def document_out(doc: Document, collection: str) -> dict[str, Any]:
-    return {
-        "id": doc.public_id,
-        "object": "document",
-        "collection": collection,
-        "internal_id": doc.id,
-        "title": doc.title,
-        "status": doc.status,
-        "error": doc.error,
-        "metadata": doc.metadata,
-        "content_hash": doc.content_hash,
-        "bytes": doc.n_bytes,
-        "pages": doc.n_pages,
-        "chunks": doc.n_chunks,
-        "job_id": doc.job_id,
-        "created_at": int(doc.created_at.timestamp()),
-    }
+def document_out(doc: Document, collection: str) -> DocumentInfo:
+    return DocumentInfo(
+        id=doc.public_id,
+        collection=collection,
+        internal_id=doc.id,
+        title=doc.title,
+        status=doc.status,
+        error=doc.error,
+        metadata=doc.metadata,
+        content_hash=doc.content_hash,
+        bytes=doc.n_bytes,
+        pages=doc.n_pages,
+        chunks=doc.n_chunks,
+        job_id=doc.job_id,
+        created_at=int(doc.created_at.timestamp()),
+    )
 
 
-def hit_out(hit: RetrievedChunk) -> dict[str, Any]:
-    return hit.as_dict()
+def hit_out(hit: RetrievedChunk) -> RetrievalHit:
+    return msgspec.convert(hit, RetrievalHit, from_attributes=True)
 
 
 # ---- collections ----------------------------------------------------------------------------
 
 
 @post("/v1/collections", status_code=HTTP_201_CREATED)
-async def create_collection(request: Request) -> dict[str, Any]:
+async def create_collection(request: Request) -> CollectionInfo:
     body = await read_body(request, CollectionCreate)
     svc = services(request).documents
     col = await svc.create_collection(
@@ -111,33 +120,30 @@ async def create_collection(request: Request) -> dict[str, Any]:
 
 
 @get("/v1/collections")
-async def list_collections(request: Request) -> dict[str, Any]:
+async def list_collections(request: Request) -> ListOf[CollectionInfo]:
     svc = services(request).documents
     cols = await svc.list_collections(tenant_of(request))
-    return {
-        "object": "list",
-        "data": [collection_out(c, await svc.collection_stats(c)) for c in cols],
-    }
+    return ListOf(data=[collection_out(c, await svc.collection_stats(c)) for c in cols])
 
 
 @get("/v1/collections/{name:str}")
-async def get_collection(request: Request, name: str) -> dict[str, Any]:
+async def get_collection(request: Request, name: str) -> CollectionInfo:
     svc = services(request).documents
     col = await svc.get_collection(tenant_of(request), name)
     return collection_out(col, await svc.collection_stats(col))
 
 
 @delete("/v1/collections/{name:str}", status_code=HTTP_200_OK)
-async def delete_collection(request: Request, name: str) -> dict[str, Any]:
+async def delete_collection(request: Request, name: str) -> Deleted:
     await services(request).documents.delete_collection(tenant_of(request), name)
-    return {"id": name, "object": "collection", "deleted": True}
+    return Deleted(id=name, object="collection")
 
 
 # ---- documents ------------------------------------------------------------------------------
 
 
 @post("/v1/collections/{name:str}/documents", status_code=HTTP_202_ACCEPTED)
-async def upload_documents(request: Request, name: str) -> dict[str, Any]:
+async def upload_documents(request: Request, name: str) -> JobInfo:
     """Multipart files (``file``/``files``, optional ``id``, ``title``, ``metadata`` JSON) or JSON
     ``{"documents": [{"id", "title", "text", "metadata"}]}``; answers with the job."""
     kind = request.headers.get("content-type", "")
@@ -196,50 +202,49 @@ def _metadata_field(raw: str | None) -> dict[str, Any]:
 @get("/v1/collections/{name:str}/documents")
 async def list_documents(
     request: Request, name: str, limit: int = 100, offset: int = 0
-) -> dict[str, Any]:
+) -> ListOf[DocumentInfo]:
     if not 1 <= limit <= 1000 or offset < 0:
         raise InvalidRequestError("limit must be in 1..1000 and offset >= 0", param="limit")
     docs = await services(request).documents.list_documents(tenant_of(request), name, limit, offset)
-    return {"object": "list", "data": [document_out(d, name) for d in docs]}
+    return ListOf(data=[document_out(d, name) for d in docs])
 
 
 @get("/v1/collections/{name:str}/documents/{doc_id:str}")
-async def get_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+async def get_document(request: Request, name: str, doc_id: str) -> DocumentInfo:
     doc = await services(request).documents.get_document(tenant_of(request), name, doc_id)
     return document_out(doc, name)
 
 
 @get("/v1/collections/{name:str}/documents/{doc_id:str}/chunks")
-async def document_chunks(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+async def document_chunks(request: Request, name: str, doc_id: str) -> ListOf[ChunkInfo]:
     chunks = await services(request).documents.document_chunks(tenant_of(request), name, doc_id)
-    return {
-        "object": "list",
-        "data": [
-            {
-                "chunk_id": c.id,
-                "ord": c.ord,
-                "text": c.text,
-                "tokens": c.n_tokens,
-                "char_start": c.char_start,
-                "char_end": c.char_end,
-                "page": c.page,
-            }
+    return ListOf(
+        data=[
+            ChunkInfo(
+                chunk_id=c.id,
+                ord=c.ord,
+                text=c.text,
+                tokens=c.n_tokens,
+                char_start=c.char_start,
+                char_end=c.char_end,
+                page=c.page,
+            )
             for c in chunks
-        ],
-    }
+        ]
+    )
 
 
 @delete("/v1/collections/{name:str}/documents/{doc_id:str}", status_code=HTTP_200_OK)
-async def delete_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+async def delete_document(request: Request, name: str, doc_id: str) -> Deleted:
     doc = await services(request).documents.delete_document(tenant_of(request), name, doc_id)
-    return {"id": doc.public_id, "object": "document", "deleted": True}
+    return Deleted(id=doc.public_id, object="document")
 
 
 # ---- retrieval ------------------------------------------------------------------------------
 
 
 @post("/v1/retrieve", status_code=HTTP_200_OK)
-async def retrieve(request: Request) -> dict[str, Any]:
+async def retrieve(request: Request) -> RetrievalList:
     body = await read_body(request, RetrieveBody)
     names = list(body.collections or []) + ([body.collection] if body.collection else [])
     if not names:
@@ -249,33 +254,32 @@ async def retrieve(request: Request) -> dict[str, Any]:
         tenant_of(request), names, queries, body.top_k, body.mode, body.filter
     )
     data = [
-        {"query": q, "object": "retrieval", "data": [hit_out(h) for h in hits]}
+        QueryHits(query=q, data=[hit_out(h) for h in hits])
         for q, hits in zip(queries, results, strict=True)
     ]
     if isinstance(body.query, str):
-        return {"object": "list", "mode": body.mode, "data": data[0]["data"]}
-    return {"object": "list", "mode": body.mode, "results": data}
+        return RetrievalList(mode=body.mode, data=data[0].data)
+    return RetrievalList(mode=body.mode, results=data)
 
 
 # ---- sessions -------------------------------------------------------------------------------
 
 
 @get("/v1/sessions/{session_id:str}/messages")
-async def session_messages(request: Request, session_id: str) -> dict[str, Any]:
+async def session_messages(request: Request, session_id: str) -> ListOf[SessionMessage]:
     msgs = await services(request).sessions.messages(tenant_of(request), session_id)
-    return {
-        "object": "list",
-        "data": [
-            {
-                "role": m.role,
-                "content": m.content,
-                "sources": m.sources,
-                "confidence": m.confidence,
-                "created_at": int(m.created_at.timestamp()),
-            }
+    return ListOf(
+        data=[
+            SessionMessage(
+                role=m.role,
+                content=m.content,
+                sources=m.sources,
+                confidence=m.confidence,
+                created_at=int(m.created_at.timestamp()),
+            )
             for m in msgs
-        ],
-    }
+        ]
+    )
 
 
 HANDLERS = [

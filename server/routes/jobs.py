@@ -7,10 +7,10 @@ tenant's job answers 404.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import msgspec
 from litestar import Request, get, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
@@ -18,37 +18,38 @@ from litestar.status_codes import HTTP_200_OK
 from engine import InvalidRequestError
 from server.auth import tenant_of
 from server.state import services
+from server.wire import JobInfo, ListOf
 
 if TYPE_CHECKING:
     from engine import Job
 
 STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 MAX_LIST = 500
+_json = msgspec.json.Encoder()
 
 
-def job_out(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "stage": job.stage,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "total": job.total,
-        "done": job.done,
-        "failed": job.failed,
-        "skipped": job.skipped,
-        "error": job.error,
-        "result": job.result,
-        "created_at": int(job.created_at.timestamp()),
-        "updated_at": int(job.updated_at.timestamp()),
-    }
+def job_out(job: Job) -> JobInfo:
+    return JobInfo(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        progress=job.progress,
+        stage=job.stage,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        skipped=job.skipped,
+        error=job.error,
+        result=job.result,
+        created_at=int(job.created_at.timestamp()),
+        updated_at=int(job.updated_at.timestamp()),
+    )
 
 
 @get("/v1/jobs")
-async def list_jobs(request: Request) -> dict[str, Any]:
+async def list_jobs(request: Request) -> ListOf[JobInfo]:
     """Newest first; ``?status=dead`` lists the dead letters."""
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
@@ -57,22 +58,22 @@ async def list_jobs(request: Request) -> dict[str, Any]:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST:
         raise InvalidRequestError(f"limit must be an integer 1-{MAX_LIST}", param="limit")
     jobs = await services(request).jobs.list(tenant_of(request), status, int(raw_limit))
-    return {"object": "list", "data": [job_out(j) for j in jobs]}
+    return ListOf(data=[job_out(j) for j in jobs])
 
 
 @get("/v1/jobs/{job_id:str}")
-async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+async def get_job(request: Request, job_id: str) -> JobInfo:
     return job_out(await services(request).jobs.get(tenant_of(request), job_id))
 
 
 @post("/v1/jobs/{job_id:str}/cancel", status_code=HTTP_200_OK)
-async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+async def cancel_job(request: Request, job_id: str) -> JobInfo:
     """A queued job ends ``cancelled``; a running durable job stops at its next heartbeat."""
     return job_out(await services(request).jobs.cancel(tenant_of(request), job_id))
 
 
 @post("/v1/jobs/{job_id:str}/retry", status_code=HTTP_200_OK)
-async def retry_job(request: Request, job_id: str) -> dict[str, Any]:
+async def retry_job(request: Request, job_id: str) -> JobInfo:
     """A dead (or cancelled) durable job goes back to ``queued`` with fresh attempts."""
     return job_out(await services(request).jobs.retry(tenant_of(request), job_id))
 
@@ -88,7 +89,7 @@ async def job_events(request: Request, job_id: str) -> ServerSentEvent:
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
             kind = "done" if job.finished else "progress"
-            yield ServerSentEventMessage(data=json.dumps(job_out(job)), event=kind)
+            yield ServerSentEventMessage(data=_json.encode(job_out(job)).decode(), event=kind)
 
     return ServerSentEvent(stream())
 

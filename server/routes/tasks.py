@@ -29,6 +29,7 @@ from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.jobs import job_out
 from server.state import services
+from server.wire import JobInfo
 
 # ---- wire structs ---------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ async def workflow_result(request: Request, run_id: str) -> dict[str, Any]:
 
 
 @post("/v1/collections/{name:str}/documents/{doc_id:str}/analyze", status_code=HTTP_202_ACCEPTED)
-async def analyze_document(request: Request, name: str, doc_id: str) -> dict[str, Any]:
+async def analyze_document(request: Request, name: str, doc_id: str) -> JobInfo:
     """Start an analysis job; follow it at ``/v1/jobs/{id}`` or ``/v1/jobs/{id}/events``."""
     body = await read_body(request, AnalyzeBody, empty=AnalyzeBody())
     svc = services(request).analysis

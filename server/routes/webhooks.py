@@ -16,6 +16,7 @@ from server.auth import tenant_of
 from server.routes.common import read_body
 from server.routes.jobs import job_out
 from server.state import services
+from server.wire import JobInfo
 
 
 class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -46,7 +47,7 @@ async def delete_webhook(request: Request, name: str) -> dict[str, Any]:
 
 
 @post("/v1/webhooks/{name:str}", status_code=HTTP_202_ACCEPTED)
-async def receive_webhook(request: Request, name: str) -> dict[str, Any]:
+async def receive_webhook(request: Request, name: str) -> JobInfo:
     """401 on a missing, stale or wrong signature (checked before the body is parsed); a
     replayed ``Idempotency-Key`` answers the first job."""
     job = await services(request).webhooks.receive(
