@@ -24,8 +24,9 @@ from tests.server.test_agents_routes import ScriptedLLM
 
 
 class Endpoint:
-    """A local HTTP server: records every request; ``/tool`` answers a tool result, ``/redirect``
-    a 302, ``/fail`` a 500, ``/big`` more than the response bound, ``/hold`` waits until the test ends."""
+    """A local HTTP server: records every request; ``/tool`` answers a tool result,
+    ``/redirect`` a 302, ``/fail`` a 500, ``/big`` more than the response bound, ``/hold`` waits
+    until the test ends."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
