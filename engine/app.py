@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 from engine.engine import Engine
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from configs import Settings
     from engine.agents import AgentService, WebhookService
     from engine.agents.tables import TableStore
@@ -129,10 +131,16 @@ def db_path(settings: Settings) -> Path:
     return path if path.is_absolute() else settings.data_dir / path
 
 
-async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
+async def open_corpus(
+    settings: Settings,
+    embedder: TextEmbedder,
+    load_embedder: Callable[[str], TextEmbedder] | None = None,
+) -> Corpus:
     """Open storage and start the services over it (steps 2-5 of :func:`open_hearth` but RAG);
-    on a failure, close what was started and re-raise."""
+    on a failure, close what was started and re-raise. ``embedder`` is the server's embedding
+    model; ``load_embedder`` loads another by card id, for a collection built with it."""
     from engine.documents import DocumentService
+    from engine.embeddings import EmbedderSet
     from engine.job_service import JobService
     from engine.limits import LimitService, Quota  # also registers its table's migration
     from engine.retrieval.service import RetrievalService
@@ -149,7 +157,8 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         )
         stack.callback(db.close)
         await DocumentService.recover(db)
-        retrieval = await RetrievalService.open(settings, db, embedder)
+        embedders = EmbedderSet(embedder, settings.embeddings.model, load_embedder)
+        retrieval = await RetrievalService.open(settings, db, embedders)
         stack.push_async_callback(retrieval.close)
         limits = await LimitService.open(Quota(**dataclasses.asdict(settings.limits)), db)
         jobs = JobService(db, limits)
@@ -159,7 +168,7 @@ async def open_corpus(settings: Settings, embedder: TextEmbedder) -> Corpus:
         tenancy = await TenancyService.open(db, settings.auth, settings.data_dir)
         usage = UsageService(db, prices, settings.usage.currency)
         stack.push_async_callback(usage.flush)
-        documents = DocumentService(settings, db, retrieval, jobs, embedder, limits)
+        documents = DocumentService(settings, db, retrieval, jobs, embedders, limits)
         sessions = SessionService(db)
     except BaseException:
         await stack.aclose()
@@ -244,7 +253,7 @@ async def open_hearth(
         engine = Engine(settings, backend=backend, embedder=embedder)
         stack.push_async_callback(engine.close)
         await engine.start()
-        corpus = await open_corpus(settings, engine.embedder)
+        corpus = await open_corpus(settings, engine.embedder, engine.other_embedder)
         stack.push_async_callback(corpus.close)
         rag = RagService(settings.retrieval, corpus.retrieval, corpus.sessions, engine)
         tasks = await open_tasks(engine, corpus)

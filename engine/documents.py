@@ -8,7 +8,6 @@ runs in threads.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,13 +21,21 @@ from engine.lru import LRU
 from engine.storage import Chunk, Collection, Database, Document, Job
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from configs import Settings
-    from engine.embeddings import TextEmbedder
+    from engine.embeddings import EmbedderSet
     from engine.job_service import JobService
+    from engine.jobs.workers import JobContext
     from engine.limits import LimitService
     from engine.retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
+
+#: The durable job kind that moves a collection to another embedding model.
+REEMBED_JOB = "reembed_collection"
+#: Embed-then-swap rounds before giving up while documents keep arriving.
+REEMBED_ROUNDS = 5
 
 CACHED_CHUNKERS = 16  # one per (chunk_tokens, chunk_overlap) in use
 
@@ -42,10 +49,15 @@ class DocumentService:
         db: Database,
         retrieval: RetrievalService,
         jobs: JobService,
-        embedder: TextEmbedder,
+        embedders: EmbedderSet,
         limit_service: LimitService | None = None,
     ) -> None:
-        """``limit_service``: the tenants' storage limits, checked before anything is stored."""
+        """``limit_service``: the tenants' storage limits, checked before anything is stored.
+        ``embedders``: each collection embeds with the model it records (the server's unless it
+        was created with or re-embedded into another)."""
+        embedder = embedders.default
+        self._embedders = embedders
+        jobs.register(REEMBED_JOB, self._reembed_job)
         self.settings = settings
         self._limits = limit_service
         self._db = db
@@ -61,7 +73,7 @@ class DocumentService:
             db,
             self._index,
             self._chunker,
-            functools.partial(embedder.embed, input_type="document"),
+            self._embed_passages,
             limits,
             ing.embed_batch,
             embedding_model=settings.embeddings.model,
@@ -89,7 +101,10 @@ class DocumentService:
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
         metadata: dict[str, Any] | None = None,
+        embedding_model: str | None = None,
     ) -> Collection:
+        """``embedding_model``: the embedding card its passages and queries are embedded with
+        (default: the server's); it is loaded now, so a model that cannot load fails here."""
         ing = self.settings.ingest
         tokens = ing.chunk_tokens if chunk_tokens is None else chunk_tokens
         overlap = ing.chunk_overlap if chunk_overlap is None else chunk_overlap
@@ -99,13 +114,32 @@ class DocumentService:
             raise InvalidRequestError(
                 "chunk_overlap must be in 0..chunk_tokens/2", param="chunk_overlap"
             )
+        model = await self._embedding_model(embedding_model, "embedding_model")
         if self._limits is not None:
             await self._limits.check_storage(tenant, new_collections=1)
         col = await asyncio.to_thread(
-            self._db.corpus.create_collection, tenant, name, tokens, overlap, metadata
+            self._db.corpus.create_collection, tenant, name, tokens, overlap, metadata, model
         )
         self._index.create(col.id)
         return col
+
+    async def _embedding_model(self, model: str | None, param: str) -> str:
+        """The embedding card id ``model`` names (None: the server's), loaded: 400 naming the
+        embedding cards for an id that is not one."""
+        if model is None or model == self._embedders.default_id:
+            return self._embedders.default_id
+        from models import get_card
+
+        try:
+            get_card(model, "embedding", data_dir=self.settings.data_dir)
+        except KeyError as exc:
+            raise InvalidRequestError(exc.args[0], param=param, code="model_not_found") from None
+        await self._embedders.get(model)
+        return model
+
+    async def _embed_passages(self, texts: list[str], collection: Collection) -> np.ndarray:
+        embedder = await self._embedders.get(collection.embedding_model)
+        return await embedder.embed(texts, input_type="document")
 
     async def get_collection(self, tenant: str, name: str) -> Collection:
         return await asyncio.to_thread(self._db.corpus.get_collection, tenant, name)
@@ -126,6 +160,64 @@ class DocumentService:
                 self._index.drop(col.id)
 
         await asyncio.to_thread(drop)
+
+    # ---- re-embedding ---------------------------------------------------------------------
+
+    async def reembed(self, tenant: str, name: str, model: str) -> Job:
+        """Start a durable job that re-embeds every chunk of the collection with ``model`` and
+        then switches the collection to it (searches use the old vectors until then)."""
+        col = await self.get_collection(tenant, name)
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError("model: an embedding model id", param="model")
+        model = await self._embedding_model(model, "model")
+        if model == col.embedding_model:
+            raise InvalidRequestError(
+                f"collection {name!r} is already embedded with {model!r}", param="model"
+            )
+        payload = {"collection_id": col.id, "collection": name, "model": model}
+        return await self._jobs.enqueue(tenant, REEMBED_JOB, payload, max_attempts=3)
+
+    async def _reembed_job(self, ctx: JobContext) -> dict[str, Any]:
+        """Embed, in batches committed to a staging table (a restarted attempt resumes after the
+        last one), every chunk the job has not embedded yet; then, holding the index writer
+        (no ingestion commits meanwhile), swap the vectors in and rebuild the dense index. Chunks
+        added while it ran are embedded in a further round before the swap."""
+        p = ctx.payload
+        col_id, model = str(p["collection_id"]), str(p["model"])
+        cols = await asyncio.to_thread(self._db.corpus.list_collections, ctx.job.tenant_id)
+        col = next((c for c in cols if c.id == col_id), None)
+        if col is None:
+            return {"collection": p.get("collection"), "model": model, "outcome": "deleted"}
+        embedder = await self._embedders.get(model)
+        total = max(1, (await self.collection_stats(col))["chunks"])
+        batch = max(1, self.settings.ingest.embed_batch)
+        for _round in range(REEMBED_ROUNDS):
+            while True:
+                ids, texts = await asyncio.to_thread(
+                    self._db.corpus.unstaged_chunks, col.id, ctx.job.id, batch
+                )
+                if not len(ids):
+                    break
+                vectors = await embedder.embed(texts, input_type="document")
+                await asyncio.to_thread(
+                    self._db.corpus.stage_vectors, col.id, ctx.job.id, ids, vectors
+                )
+                done = await asyncio.to_thread(self._db.corpus.staged_count, ctx.job.id)
+                await ctx.progress(min(99, done * 100 // total), "embedding")
+            if await asyncio.to_thread(self._swap, col, ctx.job.id, model):
+                chunks = (await self.collection_stats(col))["chunks"]
+                log.info("collection %s re-embedded with %s (%d chunks)", col.id, model, chunks)
+                return {"collection": col.name, "model": model, "chunks": chunks,
+                        "dim": int(embedder.dim)}  # fmt: skip
+        raise RuntimeError(f"documents kept arriving for {REEMBED_ROUNDS} rounds; retry later")
+
+    def _swap(self, col: Collection, job_id: str, model: str) -> bool:
+        with self._index.writing(col.id):
+            if not self._db.corpus.swap_vectors(col, job_id, model):
+                return False
+            self._index.reload(col.id)
+            self._index.save(col.id)
+        return True
 
     # ---- documents ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -199,3 +200,37 @@ class Embedder:
         return cls(
             card, path, EmbeddingSettings(model=model_id, n_threads=threads, runtime=runtime)
         )
+
+
+class EmbedderSet:
+    """The server's embedder and, by card id, the others a collection was built with (loaded on
+    first use by ``load``, which may block: it runs in a worker thread). A collection embeds its
+    passages and its queries with its own model; this is where that model is found."""
+
+    def __init__(
+        self,
+        default: TextEmbedder,
+        default_id: str,
+        load: Callable[[str], TextEmbedder] | None = None,
+    ) -> None:
+        self.default = default
+        self.default_id = default_id
+        self._load = load
+        self._loaded: dict[str, TextEmbedder] = {default_id: default}
+
+    async def get(self, model: str | None) -> TextEmbedder:
+        """The embedder of ``model`` ("" or None: the server's). Errors name the model: 400 for
+        one that is not an embedding card, 422 for one whose files are not installed."""
+        if not model or model == self.default_id:
+            return self.default
+        found = self._loaded.get(model)
+        if found is None:
+            if self._load is None:
+                from engine.errors import UnprocessableError
+
+                raise UnprocessableError(
+                    f"embedding model {model!r} cannot be loaded beside {self.default_id!r} here",
+                    code="model_not_available",
+                )
+            found = self._loaded[model] = await asyncio.to_thread(self._load, model)
+        return found

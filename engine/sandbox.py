@@ -6,7 +6,9 @@ takes and how much memory it needs depend on that input. A thread that overruns 
 child per job instead: the child limits its address space (``RLIMIT_AS``: what the parent had
 mapped at the fork plus the job's budget), runs the function, sends the pickled result through a
 pipe and exits. The parent waits on the pipe in a thread until the deadline, then kills the child
-with SIGKILL. Either way the child is reaped before ``run`` returns; nothing outlives a job.
+with SIGKILL. Either way the child is reaped before ``run`` returns; nothing outlives a job. A
+child also dies with the server: it asks the kernel for SIGKILL when its forking thread (which
+waits for it) goes (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the server leaves no child.
 
 Fork rather than spawn: the child starts in microseconds with the parent's state (a grammar
 tokenizer, loaded modules) and needs none of it pickled. It runs only the job's Python on the
@@ -20,6 +22,7 @@ exception the function raises is raised again in the parent (``HearthError``s ke
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import pickle
@@ -77,9 +80,11 @@ class Sandbox:
     def run_sync(self, fn: Callable[..., R], *args: Any) -> R:
         """Blocking form of :meth:`run` (waits at most the budget's deadline, plus a reap)."""
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(read_fd)
+            _die_with_parent(parent)
             _child(fn, args, write_fd, self.budget.memory_bytes)
         os.close(write_fd)
         self._children.add(pid)
@@ -98,6 +103,20 @@ class Sandbox:
     def close(self) -> None:
         for pid in list(self._children):
             _kill(pid)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this child when the thread that forked it ends (the server dies)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's close() still kills children
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(70)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _child(fn: Callable[..., Any], args: tuple, write_fd: int, memory_bytes: int) -> None:

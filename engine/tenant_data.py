@@ -42,6 +42,7 @@ CHILD_TABLES = {
     "conversation_turns": ("conversation_id", "conversations", "id"),
     "vectors": ("collection_id", "collections", "id"),
     "collection_state": ("collection_id", "collections", "id"),
+    "reembed_vectors": ("collection_id", "collections", "id"),
 }
 # Tables that name the tenant otherwise (exported and purged specially).
 OWN_TABLES = ("tenants", "limit_overrides")

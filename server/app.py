@@ -21,7 +21,7 @@ from litestar.config.cors import CORSConfig
 
 from configs import Settings
 from engine import Hearth, open_hearth
-from server import console
+from server import console, openapi
 from server.audittrail import AuditTrail
 from server.auth import ADMIN_KEY_ENV, TenantAuthMiddleware
 from server.browser import browser_guard, names, open_mode_refusal
@@ -92,6 +92,7 @@ def create_app(
             *task_routes.HANDLERS,  # classifiers, extract, workflows, analyze, usage
             *benchmark_routes.HANDLERS,  # benchmark results and plots, read-only
             *console.ROUTES,  # the web console's static page at /
+            *openapi.ROUTES,  # GET /openapi.json: every route's schema, from the code
         ],
         # Tenant from the API key on every route but /health and /ready (see server.auth).
         # While draining for shutdown new requests are a 503 (server.drain). A slow reader's

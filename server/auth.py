@@ -46,7 +46,9 @@ from server.state import state_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/", "/v1/auth/login", "/v1/auth/refresh"})
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/", "/openapi.json", "/v1/auth/login", "/v1/auth/refresh"}
+)
 OPEN_PREFIXES = ("/console/",)  # the console's static files (server.console)
 CROSS_TENANT_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/v1/admin"

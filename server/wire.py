@@ -411,6 +411,7 @@ class CollectionInfo(msgspec.Struct, kw_only=True):
     chunk_tokens: int
     chunk_overlap: int
     metadata: dict[str, Any]
+    embedding_model: str = ""  # the model its vectors come from
     documents: int | UnsetType = UNSET
     chunks: int | UnsetType = UNSET
     index: dict[str, Any] | UnsetType = UNSET

@@ -517,52 +517,64 @@ class AgentService:
             if ctx is not None:
                 await ctx.progress(100 * len(steps) // spec.max_steps, f"step {len(steps) + 1}")
             prompt = render_prompt(spec, tools, run.input, steps, memory)
+            # After a repeated call the model has its result already: only an answer is allowed.
+            repeated = bool(steps) and steps[-1]["type"] == "repeat"
             t0 = time.perf_counter()
-            out = await self.llm.complete(prompt, schema=schema, max_tokens=spec.step_tokens)
+            out = await self.llm.complete(
+                prompt, schema=FINAL_ONLY if repeated else schema, max_tokens=spec.step_tokens
+            )
             used = out.prompt_tokens + out.completion_tokens
             tokens += used
             step: dict[str, Any] = {"index": len(steps), "model_output": out.text, "tokens": used}
-            try:
-                action = json.loads(out.text)
-            except ValueError:
-                action = None
-            if not isinstance(action, dict):
+            action = parse_action(out.text)
+            if action is None:
                 step |= {"type": "error", "message": "the model's output was not a JSON action"}
             elif action.get("tool") == FINAL:
                 step |= {"type": "final", "answer": str(action.get("answer", ""))}
-            else:
-                name = str(action.get("tool"))
-                args = action.get("arguments") or {}
-                tool = tools.get(name)
-                result = (
-                    await tool.call(tenant, args)
-                    if tool is not None
-                    else ToolResult(False, None, f"unknown tool {name!r}")
-                )
+            elif repeats(steps, action):
                 step |= {
-                    "type": "tool",
-                    "tool": name,
-                    "arguments": args,
-                    "result": result.as_dict(),
+                    "type": "repeat",
+                    "tool": action.get("tool"),
+                    "arguments": action.get("arguments") or {},
+                    "message": "the same call as the step before: its result is above; answer now",
                 }
-                await self.record_audit(
-                    tenant,
-                    "agent.tool_call",
-                    run_id,
-                    {
-                        "agent": spec.name,
-                        "step": len(steps),
-                        "tool": name,
-                        "arguments": args,
-                        "success": result.success,
-                        "message": result.message[:300],
-                    },
-                )
+            else:
+                step |= await self._call_tool(tenant, spec, run_id, tools, action, len(steps))
             step["seconds"] = round(time.perf_counter() - t0, 3)
             await self._store_step(run_id, step, tokens)
             steps.append(step)
             if step["type"] == "final":
                 return await self._set(run_id, status="succeeded", output=step["answer"])
+
+    async def _call_tool(
+        self,
+        tenant: str,
+        spec: AgentSpec,
+        run_id: str,
+        tools: dict[str, Tool],
+        action: dict[str, Any],
+        index: int,
+    ) -> dict[str, Any]:
+        """Run the action's tool (an unknown one is a failed result), audit the call, and
+        return the step's fields."""
+        name = str(action.get("tool"))
+        args = action.get("arguments") or {}
+        tool = tools.get(name)
+        result = (
+            await tool.call(tenant, args)
+            if tool is not None
+            else ToolResult(False, None, f"unknown tool {name!r}")
+        )
+        detail = {
+            "agent": spec.name,
+            "step": index,
+            "tool": name,
+            "arguments": args,
+            "success": result.success,
+            "message": result.message[:300],
+        }
+        await self.record_audit(tenant, "agent.tool_call", run_id, detail)
+        return {"type": "tool", "tool": name, "arguments": args, "result": result.as_dict()}
 
     async def _store_step(self, run_id: str, step: dict[str, Any], tokens: int) -> None:
         def write() -> None:
@@ -582,6 +594,25 @@ class AgentService:
             f"UPDATE agent_runs SET {cols} WHERE id = ?",
             [*fields.values(), run_id],
         )
+
+
+def parse_action(text: str) -> dict[str, Any] | None:
+    try:
+        action = json.loads(text)
+    except ValueError:
+        return None
+    return action if isinstance(action, dict) else None
+
+
+def repeats(steps: list[dict[str, Any]], action: dict[str, Any]) -> bool:
+    """The action calls the same tool with the same arguments as the step before."""
+    last = steps[-1] if steps else None
+    return (
+        last is not None
+        and last["type"] == "tool"
+        and last["tool"] == action.get("tool")
+        and last["arguments"] == (action.get("arguments") or {})
+    )
 
 
 def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
@@ -609,6 +640,9 @@ def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
     return {"anyOf": options}
 
 
+FINAL_ONLY = action_schema({})
+
+
 def render_prompt(
     spec: AgentSpec,
     tools: dict[str, Tool],
@@ -630,7 +664,7 @@ def render_prompt(
                 f"Action: {json.dumps({'tool': step['tool'], 'arguments': step['arguments']})}"
             )
             lines.append(f"Result: {json.dumps(step['result'])[:1500]}")
-        elif step["type"] == "error":
-            lines.append(f"Error: {step['message']}")
+        elif step["type"] in ("error", "repeat"):
+            lines.append(f"Note: {step['message']}")
     lines.append("Action:")
     return "\n".join(lines)

@@ -27,7 +27,8 @@ from engine.storage.corpus import FAILED, PROCESSING, READY, index_text
 
 log = logging.getLogger(__name__)
 
-EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
+# Passages of a collection -> their vectors, with the collection's own embedding model.
+EmbedFn = Callable[[list[str], Collection], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Ingestor:
         chunker = self.chunker_for(collection)
         plan = await asyncio.to_thread(chunker.chunk, extracted.pages, doc.title)
         texts = [index_text(plan.title_prefix, c.text) for c in plan.chunks]
-        vectors = await self._embed(texts)
+        vectors = await self._embed(texts, collection)
         n_pages = len(extracted.pages) if extracted.source_type == "pdf" else None
         await asyncio.to_thread(
             self._commit, doc, plan.chunks, vectors, n_pages, old, item.client_id
@@ -130,7 +131,7 @@ class Ingestor:
             "ingest",
             prompt_tokens=sum(c.n_tokens for c in plan.chunks),
             items=len(plan.chunks),
-            model=self.embedding_model,
+            model=collection.embedding_model or self.embedding_model,
         )
         return len(plan.chunks)
 
@@ -139,9 +140,9 @@ class Ingestor:
             return extract_isolated(item.data, self.limits, item.filename)
         return Extracted(TEXT, [item.text or ""])
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
+    async def _embed(self, texts: list[str], collection: Collection) -> np.ndarray:
         parts = [
-            await self.embed(texts[i : i + self.embed_batch])
+            await self.embed(texts[i : i + self.embed_batch], collection)
             for i in range(0, len(texts), self.embed_batch)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.retriever.dim), np.float32)

@@ -188,7 +188,7 @@ class Retriever:
     def added(self, collection_id: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Apply vectors just committed (call inside ``writing()``)."""
         with self._lock:
-            state = self._dense_state(collection_id)
+            state = self._dense_state(collection_id, int(vectors.shape[1]))
             state.dense.add(np.asarray(ids, np.int64), vectors)
             state.dense_generation = self.db.corpus.generation(collection_id)
             state.changed = True
@@ -217,24 +217,32 @@ class Retriever:
                 self._indexes.move_to_end(collection_id)
             return state
 
-    def _dense_state(self, collection_id: str) -> _Indexes:
-        """The collection's indexes, checked to hold vectors of this server's embedding size.
+    def _dense_state(self, collection_id: str, dim: int) -> _Indexes:
+        """The collection's indexes, checked to hold vectors of ``dim`` (the size of the vectors
+        being added or searched with).
 
-        A collection embedded with another embedding model cannot be searched with this one's
-        query vectors (nor take its vectors): that is a clear 422, not a FAISS assertion."""
+        Vectors of another embedding model cannot be searched with these (nor added): that is a
+        clear 422, not a FAISS assertion. The services embed with the collection's own model,
+        so this guards against a mismatch they missed."""
         state = self._state(collection_id)
-        if state.dense.dim != self.dim:
+        if state.dense.dim != dim:
             if state.dense.size == 0:
-                state.dense = DenseIndex(self.dim, self.params)
+                state.dense = DenseIndex(dim, self.params)
             else:
                 raise UnprocessableError(
                     f"collection {collection_id} holds {state.dense.dim}-dimensional embeddings, "
-                    f"but this server embeds with a {self.dim}-dimensional model: start Hearth "
-                    "with the embedding model the collection was built with "
-                    "(HEARTH_EMBEDDINGS_MODEL), or ingest the documents into a new collection",
+                    f"not {dim}-dimensional ones: embed with the model the collection records, "
+                    "or re-embed it (POST /v1/collections/{name}/reembed)",
                     code="embedding_model_mismatch",
                 )
         return state
+
+    def reload(self, collection_id: str) -> None:
+        """Rebuild the collection's indexes from DuckDB (after its vectors were replaced; call
+        inside ``writing()``)."""
+        with self._lock:
+            self._indexes.pop(collection_id, None)
+            self._open_collection(collection_id)
 
     def _fresh_lexical(self, collection_id: str) -> LexicalIndex:
         state = self._state(collection_id)
@@ -301,7 +309,7 @@ class Retriever:
     ) -> list[list[tuple[int, float, str]]]:
         per_query: list[list[tuple[int, float, str]]] = [[] for _ in range(len(vectors))]
         for col in collections:
-            state = self._dense_state(col.id)
+            state = self._dense_state(col.id, int(vectors.shape[1]))
             if allowed is not None:
                 ids, mat = self.db.corpus.vectors(col.id, allowed[col.id].tolist())
                 scores, found = exact_search(vectors, ids, mat, k)
@@ -353,7 +361,8 @@ class Retriever:
 
     def _cosine(self, collection_id: str, chunk_id: int, query: np.ndarray) -> float:
         try:
-            vec = self._dense_state(collection_id).dense.index.reconstruct(int(chunk_id))
+            state = self._dense_state(collection_id, int(query.shape[-1]))
+            vec = state.dense.index.reconstruct(int(chunk_id))
         except RuntimeError:
             return 0.0
         return float(np.dot(vec, query))

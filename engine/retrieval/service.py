@@ -11,6 +11,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine.errors import InvalidRequestError
 from engine.retrieval.dense import DenseParams
 from engine.retrieval.device import select_faiss_device
@@ -20,25 +22,30 @@ from engine.types import RetrievedChunk
 
 if TYPE_CHECKING:
     from configs import Settings
-    from engine.embeddings import TextEmbedder
+    from engine.embeddings import EmbedderSet
 
 log = logging.getLogger(__name__)
 
 
 class RetrievalService:
     def __init__(
-        self, settings: Settings, db: Database, index: Retriever, embedder: TextEmbedder
+        self, settings: Settings, db: Database, index: Retriever, embedders: EmbedderSet
     ) -> None:
         """Use :meth:`open` (it loads or rebuilds every collection's indexes)."""
         self.settings = settings.retrieval
         self._db = db
         self.index = index
-        self._embedder = embedder
+        self._embedders = embedders
 
     @classmethod
     async def open(
-        cls, settings: Settings, db: Database, embedder: TextEmbedder
+        cls, settings: Settings, db: Database, embedders: EmbedderSet
     ) -> RetrievalService:
+        """``embedders``: a collection's queries are embedded with the model it records."""
+        embedder = embedders.default
+        recorded = await asyncio.to_thread(db.corpus.record_embedding_model, embedders.default_id)
+        if recorded:
+            log.info("%d collection(s) recorded as built with %s", recorded, embedders.default_id)
         r = settings.retrieval
         params = DenseParams(
             hnsw_threshold=r.hnsw_threshold,
@@ -54,7 +61,7 @@ class RetrievalService:
         rebuilt = [c for c, how in report.items() if how == "rebuilt"]
         if rebuilt:
             log.warning("rebuilt dense index of %s from the database", ", ".join(rebuilt))
-        return cls(settings, db, index, embedder)
+        return cls(settings, db, index, embedders)
 
     async def close(self) -> None:
         """Write every changed index to disk."""
@@ -86,12 +93,27 @@ class RetrievalService:
         if where is not None and not isinstance(where, dict):
             raise InvalidRequestError("filter must be an object", param="filter")
         cols = await self.resolve_collections(tenant, collections)
-        vectors = await self._embedder.embed(list(queries), input_type="query")
+        vectors = await self.embed_queries(cols, list(queries))
         hits = await asyncio.to_thread(
             self.index.search, cols, list(queries), vectors, top_k, mode, where
         )
         names = {c.id: c.name for c in cols}
         return [await asyncio.to_thread(self._join, h, names) for h in hits]
+
+    async def embed_queries(self, cols: Sequence[Collection], queries: list[str]) -> np.ndarray:
+        """The queries' vectors by the collections' embedding model (one model for all: vectors
+        of two models are not comparable, so mixing them is a 400 naming both)."""
+        used = {c.embedding_model or self._embedders.default_id: c.name for c in cols}
+        if len(used) > 1:
+            named = ", ".join(f"{name!r} ({model})" for model, name in used.items())
+            raise InvalidRequestError(
+                f"collections {named} are embedded with different models and cannot be searched "
+                "together; re-embed one of them (POST /v1/collections/{name}/reembed)",
+                param="collections",
+                code="embedding_model_mismatch",
+            )
+        embedder = await self._embedders.get(next(iter(used)))
+        return await embedder.embed(queries, input_type="query")
 
     def _top_k(self, top_k: int | None) -> int:
         r = self.settings

@@ -18,12 +18,32 @@ import duckdb
 import numpy as np
 
 from engine.errors import InvalidRequestError, NotFoundError
-from engine.storage.db import Store
+from engine.storage.db import Store, register_migration
 from engine.storage.tenants import check_name
 
 # Document lifecycle: pending -> processing -> ready | failed. A crash leaves pending/processing
 # rows behind; ``CorpusRepo.fail_interrupted`` turns them into failed (retry = upload again).
 PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
+
+
+# Each collection records its embedding model; a re-embedding job stages the new vectors here
+# (committed per batch, so a restarted job resumes) until one transaction swaps them in.
+register_migration(
+    "corpus",
+    1,
+    "collections record their embedding model; staged vectors of re-embedding jobs",
+    """
+    ALTER TABLE collections ADD COLUMN embedding_model TEXT DEFAULT '';
+    CREATE TABLE reembed_vectors (
+        job_id TEXT NOT NULL,
+        chunk_id BIGINT NOT NULL,
+        collection_id TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (job_id, chunk_id)
+    );
+    """,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,8 @@ class Collection:
     chunk_overlap: int
     metadata: dict[str, Any]
     created_at: datetime
+    # The embedding model (card id) its vectors come from ("" before it was recorded).
+    embedding_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,7 +109,9 @@ class Chunk:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_COLLECTION_COLS = "id, tenant_id, name, chunk_tokens, chunk_overlap, metadata, created_at"
+_COLLECTION_COLS = (
+    "id, tenant_id, name, chunk_tokens, chunk_overlap, metadata, created_at, embedding_model"
+)
 _DOC_COLS = (
     "id, tenant_id, collection_id, client_id, title, content_hash, status, error, metadata, "
     "source_type, n_bytes, n_pages, n_chunks, job_id, created_at, updated_at"
@@ -98,6 +122,7 @@ _CHUNK_COLS = "id, document_id, collection_id, ord, text, n_tokens, char_start, 
 def _collection(row: tuple) -> Collection:
     values = list(row)
     values[5] = json.loads(values[5]) if values[5] else {}
+    values[7] = values[7] or ""
     return Collection(*values)
 
 
@@ -120,6 +145,7 @@ class CorpusRepo:
         chunk_tokens: int,
         chunk_overlap: int,
         metadata: dict[str, Any] | None = None,
+        embedding_model: str = "",
     ) -> Collection:
         check_name(name)
         if self.find_collection(tenant_id, name) is not None:
@@ -128,8 +154,16 @@ class CorpusRepo:
         with self.store.transaction() as conn:
             conn.execute(
                 "INSERT INTO collections (id, tenant_id, name, chunk_tokens, chunk_overlap, "
-                "metadata) VALUES (?, ?, ?, ?, ?, ?)",
-                [cid, tenant_id, name, chunk_tokens, chunk_overlap, json.dumps(metadata or {})],
+                "metadata, embedding_model) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    cid,
+                    tenant_id,
+                    name,
+                    chunk_tokens,
+                    chunk_overlap,
+                    json.dumps(metadata or {}),
+                    embedding_model,
+                ],
             )
             conn.execute("INSERT INTO collection_state VALUES (?, 0)", [cid])
         return self.get_collection(tenant_id, name)
@@ -174,7 +208,7 @@ class CorpusRepo:
 
     def delete_collection(self, collection: Collection) -> None:
         with self.store.transaction() as conn:
-            for table in ("vectors", "chunks", "documents"):
+            for table in ("vectors", "chunks", "documents", "reembed_vectors"):
                 conn.execute(f"DELETE FROM {table} WHERE collection_id = ?", [collection.id])
             conn.execute("DELETE FROM collection_state WHERE collection_id = ?", [collection.id])
             conn.execute("DELETE FROM collections WHERE id = ?", [collection.id])
@@ -440,6 +474,88 @@ class CorpusRepo:
             "SELECT id FROM chunks WHERE document_id IN (SELECT unnest(?::TEXT[]))", [keep]
         )
         return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+
+    # ---- re-embedding ---------------------------------------------------------------------
+
+    def record_embedding_model(self, model: str) -> int:
+        """Collections created before the model was recorded were built with the model the
+        server ran then: record ``model`` (the one it runs now) for them; returns how many."""
+        with self.store.transaction() as conn:
+            n = conn.execute(
+                "SELECT count(*) FROM collections WHERE coalesce(embedding_model, '') = ''"
+            ).fetchone()[0]
+            if n:
+                conn.execute(
+                    "UPDATE collections SET embedding_model = ? "
+                    "WHERE coalesce(embedding_model, '') = ''",
+                    [model],
+                )
+        return int(n)
+
+    def unstaged_chunks(
+        self, collection_id: str, job_id: str, limit: int
+    ) -> tuple[np.ndarray, list[str]]:
+        """Up to ``limit`` chunks of the collection (ids, index texts) that job ``job_id`` has
+        not re-embedded yet, by chunk id."""
+        rows = self.store.fetchall(
+            "SELECT c.id, d.title, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE c.collection_id = ? AND c.id NOT IN "
+            "(SELECT chunk_id FROM reembed_vectors WHERE job_id = ?) ORDER BY c.id LIMIT ?",
+            [collection_id, job_id, int(limit)],
+        )
+        return np.array([r[0] for r in rows], np.int64), [index_text(r[1], r[2]) for r in rows]
+
+    def stage_vectors(
+        self, collection_id: str, job_id: str, ids: np.ndarray, vectors: np.ndarray
+    ) -> None:
+        """Keep a batch of the job's new vectors (committed: a restarted job skips them)."""
+        dim = int(vectors.shape[1])
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO reembed_vectors VALUES (?, ?, ?, ?, ?)",
+                [
+                    [job_id, int(cid), collection_id, dim, vectors[i].tobytes()]
+                    for i, cid in enumerate(ids)
+                ],
+            )
+
+    def staged_count(self, job_id: str) -> int:
+        row = self.store.fetchone("SELECT count(*) FROM reembed_vectors WHERE job_id = ?", [job_id])
+        return int(row[0]) if row else 0
+
+    def swap_vectors(self, collection: Collection, job_id: str, model: str) -> bool:
+        """In one transaction: the job's staged vectors replace the collection's, the collection
+        records ``model``, its generation grows. False (nothing changed) while a chunk has no
+        staged vector yet (one was added meanwhile)."""
+        with self.store.transaction() as conn:
+            missing = conn.execute(
+                "SELECT count(*) FROM chunks WHERE collection_id = ? AND id NOT IN "
+                "(SELECT chunk_id FROM reembed_vectors WHERE job_id = ?)",
+                [collection.id, job_id],
+            ).fetchone()[0]
+            if missing:
+                return False
+            conn.execute("DELETE FROM vectors WHERE collection_id = ?", [collection.id])
+            conn.execute(
+                "INSERT INTO vectors (chunk_id, collection_id, dim, embedding) "
+                "SELECT r.chunk_id, r.collection_id, r.dim, r.embedding FROM reembed_vectors r "
+                "JOIN chunks c ON c.id = r.chunk_id "
+                "WHERE r.job_id = ? AND c.collection_id = ?",
+                [job_id, collection.id],
+            )
+            conn.execute(
+                "UPDATE collections SET embedding_model = ? WHERE id = ?", [model, collection.id]
+            )
+            # This job's rows, and any an earlier failed job left for this collection.
+            conn.execute(
+                "DELETE FROM reembed_vectors WHERE job_id = ? OR collection_id = ?",
+                [job_id, collection.id],
+            )
+            _bump(conn, collection.id)
+        return True
+
+    def drop_staged(self, job_id: str) -> None:
+        self.store.execute("DELETE FROM reembed_vectors WHERE job_id = ?", [job_id])
 
 
 def index_text(title: str | None, text: str) -> str:

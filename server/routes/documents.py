@@ -34,6 +34,9 @@ from server.wire import (
     SessionMessage,
 )
 
+#: Longest model id a request may name.
+MAX_MODEL_ID = 128
+
 if TYPE_CHECKING:
     from engine import Collection, Document, RetrievedChunk
 
@@ -46,6 +49,12 @@ class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
     chunk_tokens: int | None = None
     chunk_overlap: int | None = None
     metadata: dict[str, Any] | None = None
+    # The embedding model of its passages and queries (default: the server's).
+    embedding_model: str | None = None
+
+
+class ReembedBody(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,6 +89,7 @@ def collection_out(col: Collection, stats: dict[str, Any] | None = None) -> Coll
         chunk_tokens=col.chunk_tokens,
         chunk_overlap=col.chunk_overlap,
         metadata=col.metadata,
+        embedding_model=col.embedding_model,
         **counts,
     )
 
@@ -113,8 +123,17 @@ def hit_out(hit: RetrievedChunk) -> RetrievalHit:
 async def create_collection(request: Request) -> CollectionInfo:
     body = await read_body(request, CollectionCreate)
     svc = services(request).documents
+    if body.embedding_model is not None and len(body.embedding_model) > MAX_MODEL_ID:
+        raise InvalidRequestError(
+            f"embedding_model: at most {MAX_MODEL_ID} characters", param="embedding_model"
+        )
     col = await svc.create_collection(
-        tenant_of(request), body.name, body.chunk_tokens, body.chunk_overlap, body.metadata
+        tenant_of(request),
+        body.name,
+        body.chunk_tokens,
+        body.chunk_overlap,
+        body.metadata,
+        body.embedding_model,
     )
     return collection_out(col, await svc.collection_stats(col))
 
@@ -137,6 +156,17 @@ async def get_collection(request: Request, name: str) -> CollectionInfo:
 async def delete_collection(request: Request, name: str) -> Deleted:
     await services(request).documents.delete_collection(tenant_of(request), name)
     return Deleted(id=name, object="collection")
+
+
+@post("/v1/collections/{name:str}/reembed", status_code=HTTP_202_ACCEPTED)
+async def reembed_collection(request: Request, name: str) -> JobInfo:
+    """Start a durable job that re-embeds the collection with ``model`` and then switches it
+    over; follow it at ``/v1/jobs/{id}`` (searches use the old vectors until it is done)."""
+    body = await read_body(request, ReembedBody)
+    if len(body.model) > MAX_MODEL_ID:
+        raise InvalidRequestError(f"model: at most {MAX_MODEL_ID} characters", param="model")
+    job = await services(request).documents.reembed(tenant_of(request), name, body.model)
+    return job_out(job)
 
 
 # ---- documents ------------------------------------------------------------------------------
@@ -287,6 +317,7 @@ HANDLERS = [
     list_collections,
     get_collection,
     delete_collection,
+    reembed_collection,
     upload_documents,
     list_documents,
     get_document,

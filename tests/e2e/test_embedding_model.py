@@ -1,7 +1,8 @@
 """Embedding models through a real server: a classifier trained on all-mpnet-base-v2 next to the
 default all-MiniLM-L6-v2 (each classifier embeds with the model it was trained on, loaded on first
 use), and the server's own embedding model switched (HEARTH_EMBEDDINGS_MODEL) on a data directory
-built with MiniLM: old classifiers keep working, old collections answer a clear 422."""
+built with MiniLM: old classifiers keep working, old collections keep answering with the model
+they record, and a re-embedding job moves one to the new model."""
 
 from __future__ import annotations
 
@@ -92,14 +93,28 @@ def test_classifier_encoders_and_switching_the_server_embedding_model(tmp_path: 
         # both classifiers survive the switch: each embeds with its own model
         assert_routes_probes(classify(http, "a"))
         assert_routes_probes(classify(http, "b"))
-        # a collection embedded with MiniLM cannot be searched with mpnet's vectors
-        for mode in ("hybrid", "dense", "lexical"):  # lexical hits carry a dense score too
-            err = error(http.post("/v1/retrieve", json=QUERY | {"mode": mode}), 422)
-            assert err["code"] == "embedding_model_mismatch" and "384-dimensional" in err["message"]
-        ok(http.post("/v1/collections", json={"name": "kb2"}), 201)
+        # a collection built with MiniLM records it: its queries are still embedded with MiniLM
+        kb = ok(http.get("/v1/collections/kb"))
+        assert kb["embedding_model"] == MINILM
+        for mode in ("hybrid", "dense", "lexical"):
+            hits = ok(http.post("/v1/retrieve", json=QUERY | {"mode": mode}))["data"]
+            assert hits and "canteen" in hits[0]["text"]
+        kb2 = ok(http.post("/v1/collections", json={"name": "kb2"}), 201)
+        assert kb2["embedding_model"] == MPNET  # new collections take the server's model
         job = ok(http.post("/v1/collections/kb2/documents", json=DOCS), 202)
         assert wait_job(http, job["id"])["status"] == "succeeded"
         hits = ok(http.post("/v1/retrieve", json=QUERY | {"collection": "kb2"}))["data"]
         assert hits and "canteen" in hits[0]["text"]
+        both = {"query": "canteen", "collections": ["kb", "kb2"]}
+        err = error(http.post("/v1/retrieve", json=both), 400)  # vectors of two models
+        assert err["code"] == "embedding_model_mismatch" and MINILM in err["message"]
+        # re-embedding moves kb to mpnet in a durable job; then both search together
+        assert error(http.post("/v1/collections/kb/reembed", json={"model": "x"}), 400)
+        job = ok(http.post("/v1/collections/kb/reembed", json={"model": MPNET}), 202)
+        done = wait_job(http, job["id"])
+        assert done["status"] == "succeeded", done
+        assert ok(http.get("/v1/collections/kb"))["embedding_model"] == MPNET
+        hits = ok(http.post("/v1/retrieve", json=both))["data"]
+        assert {h["collection"] for h in hits} == {"kb", "kb2"}
     finally:
         mpnet.stop()

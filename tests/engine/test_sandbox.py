@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +87,44 @@ def test_the_event_loop_runs_while_a_job_spins(tmp_path) -> None:
         return ticks
 
     assert asyncio.run(main()) > 10  # the loop kept ticking every 10 ms meanwhile
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from engine.sandbox import Budget, Sandbox
+
+def job(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+Sandbox(Budget(timeout_s=900, memory_bytes=1 << 30), "test").run_sync(job, sys.argv[1])
+"""
+
+
+def test_a_child_dies_with_a_killed_server(tmp_path) -> None:
+    """kill -9 of the process that forked a job leaves no child behind."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while _alive(child):
+        assert time.monotonic() < deadline, "the sandbox child outlived its server"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie is dead, waiting for init to reap it

@@ -60,10 +60,12 @@ class ScriptedLLM:
     def __init__(self, *actions: str) -> None:
         self.actions = list(actions)
         self.prompts: list[str] = []
+        self.schemas: list[Any] = []
 
     async def complete(self, prompt: str, *, schema: Any = None, max_tokens: int = 256) -> Any:
         assert schema is not None and "anyOf" in schema
         self.prompts.append(prompt)
+        self.schemas.append(schema)
         return Completion(text=self.actions.pop(0), prompt_tokens=10, completion_tokens=5)
 
 
@@ -92,6 +94,22 @@ def test_a_looping_agent_stops_at_max_steps_and_a_bad_tool_call_does_not_crash(
     assert (run["status"], run["error"], len(run["steps"])) == ("stopped", "max_steps reached", 2)
     assert run["steps"][0]["result"]["success"] is False
     assert "ZeroDivisionError" in run["steps"][0]["result"]["message"]
+
+
+def test_a_repeated_call_is_not_run_again_and_the_next_step_must_answer(
+    client: TestClient,
+) -> None:
+    call = '{"tool": "calculator", "arguments": {"expression": "2+2"}}'
+    llm = ScriptedLLM(call, call, '{"tool": "final", "answer": "4"}')
+    state_of(client.app).services().agents.llm = llm
+    client.post("/v1/agents", json={**AGENT, "max_steps": 3})
+    run = client.post("/v1/agents/calc/runs", json={"input": "2+2?"}).json()
+    assert [s["type"] for s in run["steps"]] == ["tool", "repeat", "final"]
+    assert run["status"] == "succeeded"
+    only = [o["properties"]["tool"]["enum"] for o in llm.schemas[2]["anyOf"]]
+    assert only == [["final"]] and len(llm.schemas[0]["anyOf"]) == 2
+    calls = client.get("/v1/audit", params={"action": "agent.tool_call"}).json()["data"]
+    assert len(calls) == 1  # the repeat ran nothing
 
 
 def test_background_run_is_a_durable_job(client: TestClient) -> None:

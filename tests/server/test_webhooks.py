@@ -122,8 +122,8 @@ def test_bad_signatures_are_refused_before_the_body_is_read(client: TestClient) 
     cases = [
         {"content-type": "application/json"},  # no signature at all
         signed("whsec_wrong", body),
-        signed(secret, body, stamp=time.time() - 301),  # stale
-        signed(secret, body, stamp=time.time() + 301),  # from the future
+        signed(secret, body, stamp=time.time() - 400),  # stale
+        signed(secret, body, stamp=time.time() + 400),  # from the future
         {**signed(secret, body), TIMESTAMP_HEADER: "yesterday"},
     ]
     for headers in cases:
