@@ -16,7 +16,7 @@ Times are seconds (Prometheus convention). Names: ``hearth_time_to_first_token_s
 ``hearth_prompt_tokens_total``, ``hearth_generation_tokens_total``,
 ``hearth_requests_total{endpoint,status}``, ``hearth_queue_depth``, ``hearth_running_sequences``,
 ``hearth_kv_cache_usage_ratio``, ``hearth_kv_cells_used``, ``hearth_draft_tokens``,
-``hearth_draft_accepted_tokens``.
+``hearth_draft_accepted_tokens``, ``hearth_prefix_hit_tokens``.
 """
 
 from __future__ import annotations
@@ -100,6 +100,12 @@ class Metrics:
             "Drafted tokens the model confirmed since start (acceptance = this / drafted).",
             registry=r,
         )
+        self.prefix_hits = Gauge(
+            "hearth_prefix_hit_tokens",
+            "Prompt tokens whose KV was reused from an earlier request since start (hit rate ="
+            " this / hearth_prompt_tokens_total).",
+            registry=r,
+        )
 
     def request_timer(self, endpoint: str) -> RequestTimer:
         """Start timing one request now."""
@@ -118,6 +124,7 @@ class Metrics:
         self.kv_usage.set(stats.kv_cells_used / total if total else 0.0)
         self.drafted.set(getattr(stats, "draft_tokens", 0))
         self.draft_accepted.set(getattr(stats, "draft_accepted", 0))
+        self.prefix_hits.set(getattr(stats, "prefix_hit_tokens", 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -132,3 +132,33 @@ def test_limits_from_the_command_line(server: HearthProcess, keys: dict[str, str
     )  # fmt: skip
     assert shown["overrides"] == {"tokens_per_day": 5000}
     assert shown["effective"]["tokens_per_day"] == 5000
+
+
+def test_a_viewer_logs_in_asks_the_model_and_cannot_delete(
+    server: HearthProcess, admin: httpx.Client, keys: dict[str, str]
+) -> None:
+    """A user of acme with the viewer role: login, a chat through the official client with the
+    access token as its API key, a 403 on delete, and the refused delete leaves no audit row
+    while the admin's user creation left one."""
+    password = "a long enough password"
+    r = admin.post(
+        "/v1/admin/tenants/acme/users",
+        json={"email": "viewer@acme.example", "password": password, "role": "viewer"},
+    )
+    assert r.status_code == 201
+    grant = httpx.post(
+        f"{server.url}/v1/auth/login",
+        json={"email": "viewer@acme.example", "password": password},
+        timeout=60,
+    ).json()
+    viewer = client(server, grant["access_token"])
+    assert chat(viewer).status_code == 200
+    r = httpx.delete(
+        f"{server.url}/v1/collections/kb",
+        headers={"Authorization": f"Bearer {grant['access_token']}"},
+        timeout=60,
+    )
+    assert r.status_code == 403 and "'write'" in r.json()["error"]["message"]
+    rows = admin.get("/v1/admin/audit", params={"action": "admin."}).json()["data"]
+    assert "admin.admin_create_user" in {row["action"] for row in rows}
+    assert not admin.get("/v1/admin/audit", params={"action": "delete."}).json()["data"]

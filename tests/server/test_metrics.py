@@ -54,7 +54,7 @@ def test_two_apps_do_not_share_metrics():
 class _Engine:
     def stats(self) -> BackendStats:
         return BackendStats(running=3, waiting=5, kv_cells_used=250, kv_cells_total=1000, steps=9,
-                            draft_tokens=40, draft_accepted=30)
+                            draft_tokens=40, draft_accepted=30, prefix_hit_tokens=64)
 
 
 class _Broken:
@@ -80,6 +80,7 @@ def test_route_refreshes_engine_gauges_at_scrape_time():
     assert s["hearth_kv_cache_usage_ratio{}"] == 0.25
     assert s["hearth_draft_tokens{}"] == 40
     assert s["hearth_draft_accepted_tokens{}"] == 30
+    assert s["hearth_prefix_hit_tokens{}"] == 64
 
 
 def test_route_survives_an_engine_without_stats():
