@@ -316,6 +316,7 @@ async def main_async(args) -> int:
             peer = stack.enter_context(
                 LlamaServer(gguf, threads=settings.llm.n_threads, slots=settings.llm.max_running,
                             ctx_per_slot=settings.llm.max_model_len,
+                    extra_args=tuple(args.peer_arg),
                             log_file=log_dir / "llama-server.log")
             )  # fmt: skip
             servers.append((Target("llama-server", peer.base_url, card.id,
@@ -387,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         help="an environment override for the Hearth server (repeatable)",
     )
     ap.add_argument("--no-peer", action="store_true", help="Hearth only (no llama-server)")
+    ap.add_argument(
+        "--peer-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra llama-server argument (repeatable), e.g. --peer-arg=--spec-type "
+        "--peer-arg=ngram-simple for its own prompt-lookup drafting",
+    )
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--log-dir", default="data/benchmarks/logs")
     args = ap.parse_args(argv)

@@ -226,12 +226,14 @@ class ModelRunner:
             self._template = template
         return self._template
 
-    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        """Render the card's chat template; content is tokenized with special tokens inert. Stop
-        strings and turn-ending tokens come from the template (a built-in one's markup, or the
-        model's own EOS/end-of-turn tokens)."""
+    def tokenize_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> tuple[list[int], tuple[str, ...]]:
+        """Render the card's chat template (with ``tools`` when the template renders them);
+        content is tokenized with special tokens inert. Stop strings and turn-ending tokens come
+        from the template (a built-in one's markup, or the model's own EOS/end-of-turn tokens)."""
         try:
-            rendered = self.chat_template.render(messages)
+            rendered = self.chat_template.render(messages, tools=tools)
         except ChatTemplateError as exc:
             param = "messages" if exc.index is None else f"messages[{exc.index}]"
             raise InvalidRequestError(str(exc), param=param) from None
@@ -304,7 +306,15 @@ class ModelRunner:
         self, req: GenerateRequest, backend: Backend
     ) -> tuple[GenerateRequest, BoundFormat | None, list[int], SamplingParams]:
         """Compile the response format, tokenize the prompt, check the context and stops."""
-        req, fmt = await self.grammar.bind(req, backend)  # compiles response_format (400/422)
+        spec = req.response_format
+        own_tools = (
+            spec is not None
+            and spec.kind == "tools"
+            and req.messages is not None
+            and self.chat_template.supports_tools
+        )
+        # Compiles response_format (400/422); tools go through the model's template if it can.
+        req, fmt = await self.grammar.bind(req, backend, template_tools=own_tools)
         prompt, stops = self._prompt_of(req)
         params = req.params
         if req.messages is not None and self._turn_stop_ids and not params.ignore_eos:
@@ -326,7 +336,7 @@ class ModelRunner:
 
     def _prompt_of(self, req: GenerateRequest) -> tuple[list[int], tuple[str, ...]]:
         if req.messages is not None:
-            return self.tokenize_chat(req.messages)
+            return self.tokenize_chat(req.messages, req.template_tools)
         if req.prompt_tokens is not None:
             ids = list(req.prompt_tokens)
             if not ids:  # nothing to prefill: the backend would never schedule it

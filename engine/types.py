@@ -237,6 +237,9 @@ class GenerateRequest:
     n: int = 1
     # The structured-output spec engine.grammar compiles (None = unconstrained).
     response_format: StructuredSpec | None = None
+    # Tool definitions (OpenAI shape) the model's chat template renders itself; set by
+    # engine.grammar when the template supports tools (else they go in as a system message).
+    template_tools: tuple[dict[str, Any], ...] | None = None
     add_special_tokens: bool = True
     # Seconds from submission until the request is aborted (408); None: llm.request_timeout_s.
     timeout_s: float | None = None

@@ -44,6 +44,11 @@ class ChatTemplate(Protocol):
     #: "builtin:<name>" or "model" (GET /v1/models/{id} shows it).
     source: str
 
+    @property
+    def supports_tools(self) -> bool:
+        """The template renders a request's ``tools`` itself (else the caller describes them)."""
+        ...
+
     def render(
         self,
         messages: Sequence[ChatMessage],
@@ -60,6 +65,10 @@ class BuiltinTemplate:
     @property
     def source(self) -> str:
         return f"builtin:{self.name}"
+
+    @property
+    def supports_tools(self) -> bool:
+        return False
 
     def render(
         self,
@@ -104,6 +113,9 @@ def message_dict(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+_PROBE_TOOL = "hearth_probe_tool"
+
+
 class JinjaTemplate:
     """The model's own template. Compiled on first use; rendering is pure (no I/O)."""
 
@@ -139,6 +151,20 @@ class JinjaTemplate:
             return env.from_string(self.template)
         except jinja2.TemplateError as exc:
             raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from None
+
+    @cached_property
+    def supports_tools(self) -> bool:
+        """Whether a tool passed as ``tools`` shows up in the rendered prompt (as in Qwen2.5's
+        or Llama 3's templates; ChatML without tool support ignores it)."""
+        probe = {
+            "type": "function",
+            "function": {"name": _PROBE_TOOL, "description": "", "parameters": {}},
+        }
+        try:
+            text = self.render_text([{"role": "user", "content": "hi"}], tools=[probe])
+        except Exception:  # noqa: BLE001 - a template that refuses tools does not support them
+            return False
+        return _PROBE_TOOL in text
 
     def render_text(
         self,

@@ -3,6 +3,7 @@
 HTTP, for the tenant of ``--api-key``. Installing again replaces them.
 
     hearth examples install shop        # prints a few example order ids to ask about
+    hearth examples install crm --callback-url http://crm.internal:8443/hearth   # signed results
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def load_example(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def install(http: Any, example: dict[str, Any]) -> dict[str, Any]:
-    """Tables, then tools, then agents, then webhooks (each step needs the one before).
-    Returns what was made; webhook secrets are in it (shown once)."""
+def install(http: Any, example: dict[str, Any], callback_url: str | None = None) -> dict[str, Any]:
+    """Tables, then tools, then agents, then webhooks (each step needs the one before), the
+    webhooks posting their results to ``callback_url`` when given. Returns what was made;
+    webhook secrets are in it (shown once)."""
     made: dict[str, Any] = {"tables": [], "tools": [], "agents": [], "webhooks": {}}
     for table, rows in example.get("tables", {}).items():
         _check(http.put(f"/v1/tables/{table}", json={"rows": rows}))
@@ -46,7 +48,8 @@ def install(http: Any, example: dict[str, Any]) -> dict[str, Any]:
         _check(http.post("/v1/agents", json=agent))
         made["agents"].append(agent["name"])
     for hook in example.get("webhooks", []):
-        made["webhooks"][hook["name"]] = _check(http.post("/v1/webhooks", json=hook))["secret"]
+        body = {**hook, "callback_url": callback_url} if callback_url else hook
+        made["webhooks"][hook["name"]] = _check(http.post("/v1/webhooks", json=body))["secret"]
     return made
 
 
@@ -55,6 +58,9 @@ def configure_examples(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="the example to install: " + ", ".join(available()))
     p.add_argument("--url", help="server URL (default: from the profile)")
     p.add_argument("--api-key", default=os.environ.get("HEARTH_API_KEY"), help="[HEARTH_API_KEY]")
+    p.add_argument(
+        "--callback-url", help="where the example's webhooks post results (an allow-listed host)"
+    )
 
 
 def run_examples(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,7 +73,7 @@ def run_examples(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError("name the example to install: " + ", ".join(available()))
         example = load_example(args.name)
         with _client(args, settings, args.api_key) as http:
-            made = install(http, example)
+            made = install(http, example, args.callback_url)
     except CliError as exc:
         log.error("%s", exc)
         return 1

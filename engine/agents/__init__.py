@@ -1,7 +1,7 @@
 """Agents that act: typed tools, a bounded loop over the chat model with grammar-constrained tool
 calls, runs stored step by step in DuckDB and resumable as durable jobs. See docs/agents.md."""
 
-from engine.agents.service import AgentRun, AgentService, AgentSpec, ToolSpec
+from engine.agents.service import AgentRun, AgentService, AgentSpec, Route, ToolSpec
 from engine.agents.tools import Tool, ToolResult, builtin_tools
 from engine.agents.webhooks import WebhookService, WebhookSpec
 
@@ -13,6 +13,7 @@ __all__ = [
     "ToolResult",
     "builtin_tools",
     "ToolSpec",
+    "Route",
     "WebhookService",
     "WebhookSpec",
 ]

@@ -119,8 +119,21 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Keyword routing: an input containing one of ``keywords`` (case-insensitive) must start
+    with a call of ``tool`` (the first step's grammar allows only that tool)."""
+
+    keywords: tuple[str, ...]
+    tool: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"keywords": list(self.keywords), "tool": self.tool}
+
+
+@dataclass(frozen=True)
 class AgentSpec:
-    """An agent: instructions, tool names, and its bounds (steps, total tokens, seconds)."""
+    """An agent: instructions, tool names, keyword routes to a first tool, and its bounds
+    (steps, total tokens, seconds)."""
 
     name: str
     instructions: str
@@ -129,6 +142,7 @@ class AgentSpec:
     max_tokens: int = 2000
     time_limit_s: float = 120.0
     step_tokens: int = 96
+    routes: tuple[Route, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,7 +153,21 @@ class AgentSpec:
             "max_tokens": self.max_tokens,
             "time_limit_s": self.time_limit_s,
             "step_tokens": self.step_tokens,
+            "routes": [r.as_dict() for r in self.routes],
         }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AgentSpec:
+        routes = tuple(Route(tuple(r["keywords"]), r["tool"]) for r in raw.get("routes", []))
+        return cls(**{**raw, "tools": tuple(raw["tools"]), "routes": routes})
+
+    def route(self, text: str) -> str | None:
+        """The tool of the first route with a keyword in ``text``, if any."""
+        lowered = text.lower()
+        for route in self.routes:
+            if any(k.lower() in lowered for k in route.keywords):
+                return route.tool
+        return None
 
 
 @dataclass
@@ -346,8 +374,7 @@ class AgentService:
         )
         if row is None:
             raise NotFoundError(f"agent {name!r} not found", param="name")
-        raw = json.loads(row[0])
-        return AgentSpec(**{**raw, "tools": tuple(raw["tools"])})
+        return AgentSpec.from_dict(json.loads(row[0]))
 
     async def delete(self, tenant: str, name: str) -> None:
         await self.get(tenant, name)
@@ -377,6 +404,20 @@ class AgentService:
         for name, value, low, high in bounds:
             if not low <= value <= high:
                 raise InvalidRequestError(f"{name} must be {low}-{high}", param=name)
+        if len(spec.routes) > 16:
+            raise InvalidRequestError("routes: at most 16", param="routes")
+        for i, route in enumerate(spec.routes):
+            if route.tool not in spec.tools:
+                raise InvalidRequestError(
+                    f"routes[{i}].tool {route.tool!r} is not one of the agent's tools",
+                    param=f"routes[{i}].tool",
+                )
+            if not 0 < len(route.keywords) <= 20 or not all(
+                0 < len(k) <= 40 for k in route.keywords
+            ):
+                raise InvalidRequestError(
+                    "keywords: 1-20 of 1-40 characters", param=f"routes[{i}].keywords"
+                )
 
     # ---- runs ---------------------------------------------------------------------------
 
@@ -517,11 +558,10 @@ class AgentService:
             if ctx is not None:
                 await ctx.progress(100 * len(steps) // spec.max_steps, f"step {len(steps) + 1}")
             prompt = render_prompt(spec, tools, run.input, steps, memory)
-            # After a repeated call the model has its result already: only an answer is allowed.
-            repeated = bool(steps) and steps[-1]["type"] == "repeat"
+            routed = step_schema(spec, tools, run.input, steps)
             t0 = time.perf_counter()
             out = await self.llm.complete(
-                prompt, schema=FINAL_ONLY if repeated else schema, max_tokens=spec.step_tokens
+                prompt, schema=routed or schema, max_tokens=spec.step_tokens
             )
             used = out.prompt_tokens + out.completion_tokens
             tokens += used
@@ -596,6 +636,20 @@ class AgentService:
         )
 
 
+def step_schema(
+    spec: AgentSpec, tools: dict[str, Tool], text: str, steps: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A narrower grammar for this step, or None for every tool: after a repeated call only an
+    answer (the model has the result already); before any tool call, the routed tool when a
+    keyword of ``spec.routes`` is in the input."""
+    if steps and steps[-1]["type"] == "repeat":
+        return FINAL_ONLY
+    routed = spec.route(text)
+    if routed in tools and not any(s["type"] == "tool" for s in steps):
+        return action_schema({routed: tools[routed]}, final=False)
+    return None
+
+
 def parse_action(text: str) -> dict[str, Any] | None:
     try:
         action = json.loads(text)
@@ -615,8 +669,9 @@ def repeats(steps: list[dict[str, Any]], action: dict[str, Any]) -> bool:
     )
 
 
-def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
-    """One JSON object: a call of one of ``tools`` with its typed arguments, or the answer."""
+def action_schema(tools: dict[str, Tool], *, final: bool = True) -> dict[str, Any]:
+    """One JSON object: a call of one of ``tools`` with its typed arguments, or (``final``) the
+    answer."""
     options: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -626,17 +681,18 @@ def action_schema(tools: dict[str, Tool]) -> dict[str, Any]:
         }
         for name, tool in tools.items()
     ]
-    options.append(
-        {
-            "type": "object",
-            "properties": {
-                "tool": {"enum": [FINAL]},
-                "answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS},
-            },
-            "required": ["tool", "answer"],
-            "additionalProperties": False,
-        }
-    )
+    if final:
+        options.append(
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"enum": [FINAL]},
+                    "answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS},
+                },
+                "required": ["tool", "answer"],
+                "additionalProperties": False,
+            }
+        )
     return {"anyOf": options}
 
 

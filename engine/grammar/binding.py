@@ -19,6 +19,7 @@ from engine.grammar.compiler import CompiledGrammar, GrammarCompiler
 from engine.grammar.constraint import GrammarConstraint
 from engine.grammar.report import finalize
 from engine.grammar.spec import StructuredSpec
+from engine.grammar.tools import template_tools as tools_for_template
 from engine.grammar.tools import tools_prompt
 from engine.types import ChoiceDelta, FinishReason, GenerateRequest, GenerationEvent
 from models.chat_templates import ChatMessage
@@ -87,19 +88,24 @@ class GrammarSupport:
             return self._compiler
 
     async def bind(
-        self, req: GenerateRequest, backend: Backend
+        self, req: GenerateRequest, backend: Backend, template_tools: bool = False
     ) -> tuple[GenerateRequest, BoundFormat | None]:
-        """Compiles the request's spec (400/422 on failure): the request to run (the tool
-        description added to its chat) and its bound format (None when unconstrained)."""
+        """Compiles the request's spec (400/422 on failure): the request to run and its bound
+        format (None when unconstrained). Tools reach the model through its own chat template
+        when ``template_tools`` (the template renders ``tools``), else as Hearth's system
+        message; either way the grammar constrains the calls to ``<tool_call>{...}``."""
         spec = req.response_format
         if spec is None:
             return req, None
         compiler = await self.compiler(backend)
         compiled = await compiler.compile(spec)
-        messages = req.messages
-        if spec.kind == "tools" and messages is not None:
-            messages = [ChatMessage("system", tools_prompt(spec)), *messages]
-        return dataclasses.replace(req, messages=messages), BoundFormat(compiler, compiled)
+        if spec.kind == "tools" and req.messages is not None:
+            if template_tools:
+                req = dataclasses.replace(req, template_tools=tools_for_template(spec))
+            else:
+                messages = [ChatMessage("system", tools_prompt(spec)), *req.messages]
+                req = dataclasses.replace(req, messages=messages)
+        return req, BoundFormat(compiler, compiled)
 
     def close(self) -> None:
         if self._compiler is not None:

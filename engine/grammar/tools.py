@@ -83,6 +83,21 @@ def tools_prompt(spec: StructuredSpec) -> str:
     return text
 
 
+def template_tools(spec: StructuredSpec) -> tuple[dict[str, Any], ...]:
+    """The request's tools in the OpenAI shape a model's chat template reads (``tools``)."""
+    return tuple(
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            },
+        }
+        for t in spec.tools
+    )
+
+
 def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 

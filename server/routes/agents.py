@@ -16,7 +16,7 @@ from litestar import Request, delete, get, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from engine import AgentSpec, InvalidRequestError
+from engine import AgentSpec, InvalidRequestError, Route
 from server.auth import tenant_of
 from server.routes.common import read_body
 from server.state import services
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 POLL_S = 0.25
 
 
+class RouteBody(msgspec.Struct, forbid_unknown_fields=True):
+    keywords: list[str]
+    tool: str
+
+
 class AgentCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     instructions: str
@@ -35,6 +40,7 @@ class AgentCreate(msgspec.Struct, forbid_unknown_fields=True):
     max_tokens: int = 2000
     time_limit_s: float = 120.0
     step_tokens: int = 96
+    routes: list[RouteBody] = msgspec.field(default_factory=list)
 
 
 class RunBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -75,6 +81,7 @@ async def create_agent(request: Request) -> dict[str, Any]:
         max_tokens=body.max_tokens,
         time_limit_s=body.time_limit_s,
         step_tokens=body.step_tokens,
+        routes=tuple(Route(tuple(r.keywords), r.tool) for r in body.routes),
     )
     return agent_out(await services(request).agents.create(tenant_of(request), spec))
 

@@ -43,6 +43,19 @@ def test_the_shop_example_answers_an_order_question_through_its_tools(hearth) ->
         assert sum(a["action"] == "agent.tool_call" for a in audit) == len(calls)
         assert [a["action"] for a in audit].count("agent.run") == 1
 
+        # The refund intent (keyword route) leaves its row: the order's refund is requested.
+        refund = http.post(
+            "/v1/agents/shop/runs",
+            json={"input": "I want a refund for ORD-1002, it stopped working."},
+        ).json()
+        first = refund["steps"][0]
+        assert (first["tool"], first["arguments"]["order_id"]) == ("refund_request", "ORD-1002")
+        assert first["result"]["success"] is True, first
+        row = http.post(
+            "/v1/tools/order_status/call", json={"arguments": {"order_id": "ORD-1002"}}
+        ).json()
+        assert row["data"][0]["refund_status"] == "requested"
+
 
 def test_a_conversation_remembers_across_openai_calls(hearth, client) -> None:
     conv = httpx.post(f"{hearth.url}/v1/conversations", json={}).json()["id"]

@@ -5,6 +5,7 @@ is read from /v1/models and the served model from the usage report."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -168,3 +169,41 @@ def test_extraction_and_workflows_run_on_the_model_a_request_names(server: Heart
     assert r.status_code == 200, r.text
     after = _tokens_by_model(server)
     assert after.get(QWEN, 0) > before.get(QWEN, 0) and after.get(SMOL, 0) == before.get(SMOL, 0)
+
+
+@pytest.mark.xfail(
+    reason="known bug: on Qwen2.5, whose vocabulary has <tool_call> as one special token, the "
+    "constrained call stops after the marker (finish_reason length); the same with Hearth's "
+    "own tool prompt",
+    strict=False,
+)
+def test_tools_reach_a_model_through_its_own_template(client: openai.OpenAI) -> None:
+    """Qwen2.5's template renders ``tools`` itself (its own tool prompt); the grammar keeps the
+    call well-formed, and the answer is an OpenAI tool call of the named function."""
+    from models import model_path
+    from models.templates import load_template
+
+    assert load_template("model", model_path(get_card(QWEN), MODELS_DIR)).supports_tools
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20}},
+                "required": ["city"],
+            },
+        },
+    }
+    resp = client.chat.completions.create(
+        model=QWEN,
+        messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+        tools=[weather],
+        tool_choice="required",
+        max_tokens=40,
+        temperature=0,
+    )
+    calls = resp.choices[0].message.tool_calls
+    assert resp.model == QWEN and calls and calls[0].function.name == "get_weather"
+    assert "city" in json.loads(calls[0].function.arguments)

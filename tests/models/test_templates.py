@@ -190,3 +190,26 @@ def test_cards_pick_builtin_or_model_template(tmp_path: Path) -> None:
         load_template("model", model_path(gemma, MODELS_DIR))  # the base GGUF has none
     with pytest.raises(ChatTemplateError, match="no chat template 'nope'"):
         load_template("nope", tmp_path)
+
+
+def test_a_template_supports_tools_when_it_renders_them() -> None:
+    """Qwen2.5's template lists the request's tools itself; a plain ChatML one and the
+    built-in templates ignore them (Hearth then describes the tools in a system message)."""
+    from models.templates import BuiltinTemplate
+
+    qwen = JinjaTemplate(QWEN, eos_token="<|im_end|>")
+    assert qwen.supports_tools
+    plain = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{% endfor %}"
+    assert not JinjaTemplate(plain).supports_tools
+    assert not BuiltinTemplate("gemma").supports_tools
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object"},
+        },
+    }
+    text = qwen.render_text([{"role": "user", "content": "Weather in Oslo?"}], tools=[tool])
+    assert "<tools>" in text and '"get_weather"' in text and "Weather of a city" in text
+    assert "<tool_call>" in text  # the template tells the model the call format Hearth parses

@@ -24,8 +24,9 @@ from tests.server.test_agents_routes import ScriptedLLM
 
 
 class Endpoint:
-    """A local HTTP server: records every request; ``/tool`` answers a tool result, ``/redirect``
-    a 302, ``/fail`` a 500, ``/big`` more than the response bound, ``/hold`` waits until the test ends."""
+    """A local HTTP server: records every request; ``/tool`` answers a tool result,
+    ``/redirect`` a 302, ``/fail`` a 500, ``/big`` more than the response bound, ``/hold`` waits
+    until the test ends."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -252,3 +253,20 @@ def test_the_air_gap_guard_lets_through_only_the_allow_listed_hosts() -> None:
     assert not airgap.is_local("192.0.2.77")
     airgap.permit("192.0.2.77:8080")
     assert airgap.is_local("192.0.2.77") and not airgap.is_local("192.0.2.78")
+
+
+def test_http_request_reaches_only_allow_listed_hosts(
+    client: TestClient, endpoint: Endpoint
+) -> None:
+    def call(url: str) -> dict[str, Any]:
+        args = {"method": "POST", "url": url, "body": {"q": 1}}
+        return client.post("/v1/tools/http_request/call", json={"arguments": args}).json()
+
+    ok = call(endpoint.url("/tool"))
+    assert ok["success"] is True and ok["data"]["data"]["echo"] == {"q": 1}
+    assert not any("signature" in k.lower() for k in endpoint.requests[-1]["headers"])
+    refused = call("http://127.0.0.2:9/x")
+    assert refused["success"] is False and "not allow-listed" in refused["message"]
+    before = len(endpoint.requests)
+    assert call(endpoint.url("/redirect"))["success"] is False
+    assert len(endpoint.requests) == before + 1  # the redirect was not followed

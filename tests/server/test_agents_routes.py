@@ -112,6 +112,33 @@ def test_a_repeated_call_is_not_run_again_and_the_next_step_must_answer(
     assert len(calls) == 1  # the repeat ran nothing
 
 
+def test_a_keyword_route_makes_the_first_step_call_its_tool(client: TestClient) -> None:
+    llm = ScriptedLLM(
+        '{"tool": "calculator", "arguments": {"expression": "6*7"}}',
+        '{"tool": "final", "answer": "42"}',
+        '{"tool": "final", "answer": "hi"}',
+    )
+    state_of(client.app).services().agents.llm = llm
+    routes = [{"keywords": ["Compute", "sum"], "tool": "calculator"}]
+    made = client.post("/v1/agents", json={**AGENT, "routes": routes})
+    assert made.status_code == 201 and made.json()["routes"] == routes
+    assert (
+        client.post("/v1/agents/calc/runs", json={"input": "compute 6*7"}).json()["output"] == "42"
+    )
+    assert [o["properties"]["tool"]["enum"] for o in llm.schemas[0]["anyOf"]] == [["calculator"]]
+    assert len(llm.schemas[1]["anyOf"]) == 2  # after the call, tools or an answer again
+    client.post("/v1/agents/calc/runs", json={"input": "hello"})  # no keyword: no route
+    assert len(llm.schemas[2]["anyOf"]) == 2
+    bad = [
+        [{"keywords": ["x"], "tool": "retrieve"}],
+        [{"keywords": [], "tool": "calculator"}],
+        [{"keywords": ["x" * 41], "tool": "calculator"}],
+    ]
+    for value in bad:
+        r = client.post("/v1/agents", json={**AGENT, "routes": value})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("routes[0]"), r.text
+
+
 def test_background_run_is_a_durable_job(client: TestClient) -> None:
     state_of(client.app).services().agents.llm = ScriptedLLM('{"tool": "final", "answer": "hi"}')
     client.post("/v1/agents", json=AGENT)

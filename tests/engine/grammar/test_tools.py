@@ -71,3 +71,24 @@ def test_lark_and_prompt_follow_tool_choice() -> None:
     assert "content" in tools_lark(auto, False) and "call+" in tools_lark(auto, False)
     assert "content" not in tools_lark(named, False) and '"f"' not in tools_lark(named, False)
     assert "does f" in tools_prompt(auto) and "must call g" in tools_prompt(named)
+
+
+def test_template_tools_are_the_openai_shape_a_chat_template_reads() -> None:
+    from engine.grammar.spec import StructuredSpec, ToolSpec
+    from engine.grammar.tools import template_tools
+
+    spec = StructuredSpec(
+        kind="tools",
+        param="tools",
+        tools=(ToolSpec("get_weather", {"type": "object"}, "Weather of a city"),),
+    )
+    assert template_tools(spec) == (
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": {"type": "object"},
+            },
+        },
+    )
