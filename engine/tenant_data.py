@@ -143,8 +143,7 @@ def export_tenant(
                 f.write(json.dumps(record, default=_json_value, ensure_ascii=False) + "\n")
         counts[table] = len(cursor_rows)
     collections = [
-        r[0]
-        for r in store.fetchall("SELECT id FROM collections WHERE tenant_id = ?", [tenant_id])
+        r[0] for r in store.fetchall("SELECT id FROM collections WHERE tenant_id = ?", [tenant_id])
     ]
     for col in collections:
         source = Path(index_dir) / col

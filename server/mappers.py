@@ -1,11 +1,12 @@
 """Engine events → OpenAI wire structs (``server.wire``): one mapper per API, each owning the
 request's metrics.
 
-A handler builds the engine call, then ``respond(request, mapper, events, stream=...)``:
+A handler builds the engine call, then ``respond(request, mapper, events, stream, on_usage)``:
 
-- ``metered`` wraps the events once per request: it records time to first token and inter-token
-  latency from the deltas' token ids, and on exit the status (200, the error's status, or 500)
-  and the usage summed over every ``GenerationDone``;
+- ``metered`` wraps the events once per request, under the mapper's ``endpoint``: it records
+  time to first token and inter-token latency from the deltas' token ids, and on exit the status
+  (200, the error's status, or 500) and the usage summed over every ``GenerationDone``, which
+  goes to ``on_usage`` (``server.usage``: the tenant's ticket and the usage ledger);
 - streaming pulls the first event before answering 200 (so a request error is still a proper 4xx),
   then the mapper's ``chunks`` go out as SSE ending ``data: [DONE]``; a client that disconnects
   closes the iterator, whose ``finally`` in the engine aborts the sequences;
@@ -44,6 +45,7 @@ from engine import (
 )
 from server.metrics import RequestTimer
 from server.routes.common import SSE_DONE, sse, sse_stream, until_disconnect
+from server.state import state_of
 from server.structured import ChatStreamShaper, schema_report, tool_calls
 from server.wire import (
     AssistantMessage,
@@ -72,6 +74,8 @@ B = TypeVar("B", bound=msgspec.Struct)
 
 
 class Mapper(Protocol[T, B]):
+    endpoint: str  # the metrics label of its requests
+
     async def collect(self, events: AsyncIterator[T]) -> B: ...
 
     def chunks(self, events: AsyncIterator[T]) -> AsyncGenerator[bytes, None]: ...
@@ -114,9 +118,16 @@ async def metered(
 
 
 async def respond(
-    request: Request, mapper: Mapper[T, B], events: AsyncGenerator[T, None], *, stream: bool
+    request: Request,
+    mapper: Mapper[T, B],
+    events: AsyncGenerator[T, None],
+    stream: bool,
+    on_usage: Callable[[Usage], None] | None = None,
 ) -> Response[B] | Stream:
-    """SSE (first event pulled before the 200) or the collected body (cancelled on disconnect)."""
+    """SSE (first event pulled before the 200) or the collected body (cancelled on disconnect),
+    metered once (``metered``)."""
+    timer = state_of(request.app).metrics.request_timer(mapper.endpoint)
+    events = metered(timer, events, on_usage)
     if not stream:
         return Response(await until_disconnect(request, mapper.collect(events)))
     first = await events.__anext__()
@@ -244,6 +255,8 @@ def _figures(stats: RetrievalStats | None) -> RetrievalFigures | None:
 
 class ChatMapper:
     """Chat events (engine or RAG) → ``ChatCompletion`` or ``ChatCompletionChunk``s."""
+
+    endpoint = "chat"
 
     def __init__(self, req: ChatCompletionRequest, generate: GenerateRequest) -> None:
         self.rid = generate.request_id
@@ -381,6 +394,8 @@ class ChatMapper:
 
 class CompletionMapper:
     """Completions events, ``(prompt index, event)`` over several prompts → ``Completion``."""
+
+    endpoint = "completions"
 
     def __init__(
         self,

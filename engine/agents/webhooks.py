@@ -185,8 +185,10 @@ class WebhookService:
             raise InvalidRequestError(f"body: at most {MAX_BODY_BYTES} bytes", param="body")
         try:
             payload = json.loads(body)
-        except ValueError:
-            raise InvalidRequestError("the body must be JSON", param="body") from None
+        except (ValueError, RecursionError) as exc:  # the same answer as the server's decoder
+            raise InvalidRequestError(
+                f"the body is not valid JSON: {exc}", param="body", code="invalid_json"
+            ) from None
         if spec.agent is not None and len(agent_input(payload)) > MAX_INPUT_CHARS:
             raise InvalidRequestError(
                 f"an agent's input is at most {MAX_INPUT_CHARS} characters (the body's "

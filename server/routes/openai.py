@@ -24,9 +24,9 @@ from engine import (
 )
 from server import convert
 from server.auth import tenant_of
-from server.mappers import ChatMapper, CompletionMapper, embedding_data, metered, respond
+from server.mappers import ChatMapper, CompletionMapper, embedding_data, respond
 from server.routes.common import merge, read_body
-from server.state import services, state_of
+from server.state import services
 from server.usage import usage_hook
 from server.wire import (
     ChatCompletion,
@@ -137,10 +137,8 @@ async def chat_completions(request: Request) -> Response[ChatCompletion] | Strea
         events = hearth.conversations.remember(
             tenant_of(request), conv.id, asked[-1] if asked else "", events
         )
-    timer = state_of(request.app).metrics.request_timer("chat")
-    mapper = ChatMapper(req, call.generate)
     hook = usage_hook(request, "chat" if call.retrieval is None else "rag", call.generate.model)
-    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
+    return await respond(request, ChatMapper(req, call.generate), events, req.stream, hook)
 
 
 def with_memory(hearth: Hearth, conv: Conversation, generate: GenerateRequest) -> GenerateRequest:
@@ -167,10 +165,9 @@ async def completions(request: Request) -> Response[Completion] | Stream:
         dataclasses.replace(g, tenant=tenant) for g in convert.completion_calls(engine, req)
     ]
     events = merge([engine.generate(g) for g in generates])
-    timer = state_of(request.app).metrics.request_timer("completions")
     mapper = CompletionMapper(req, generates, engine.detokenize)
     hook = usage_hook(request, "completions", req.model)
-    return await respond(request, mapper, metered(timer, events, hook), stream=req.stream)
+    return await respond(request, mapper, events, req.stream, hook)
 
 
 # ---- embeddings -----------------------------------------------------------------------------

@@ -90,9 +90,7 @@ def test_sigterm_refuses_new_requests_and_lets_running_ones_finish(
     events = stream.finish()
     assert events[-1] == "[DONE]"
     assert not any("error" in json.loads(e) for e in events[:-1])
-    text = "".join(
-        json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]
-    )
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text == "Hello from the fake model."
     assert exit_code(server) in (0, -signal.SIGTERM)
     assert "drained" in server.log_tail(200)
